@@ -1,0 +1,1 @@
+"""Commands: (filled in by the stage that owns them)."""

@@ -1,0 +1,13 @@
+"""Entry point: importing the command modules registers their commands on ``app``."""
+
+import logging
+
+from lungaudit.cli import cmd_audit, cmd_data, cmd_report, cmd_train  # noqa: F401  (registration)
+from lungaudit.cli.app import app
+
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+__all__ = ["app"]
+
+if __name__ == "__main__":
+    app()
