@@ -40,6 +40,8 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    root: str = ""  # data set folder or manifest CSV; "" = the synthetic default (generated into the cache)
+    layout: str = "auto"  # auto | covid | folders | manifest | segonly
     seed: int = 0  # fixes the split when the data set carries none
     val_frac: float = 0.15
     test_frac: float = 0.15
@@ -48,6 +50,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SegConfig:
+    arch: str = "unet"
     encoder: str = "resnet18"
     encoder_depth: int = 4
     decoder_channels: tuple[int, ...] = (64, 32, 16, 8)
