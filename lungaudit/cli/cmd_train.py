@@ -1,1 +1,120 @@
-"""Commands: (filled in by the stage that owns them)."""
+"""``lungaudit train``: the segmenter, then the classifier, into runs/train/<name>."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from lungaudit.cli.app import app
+from lungaudit.cli.common import console, fail, fmt, load_cli_config, table
+from lungaudit.config import replace
+from lungaudit.training.callbacks import TrainCallback
+from lungaudit.training.checkpoint import CheckpointError
+
+
+class RichTrainProgress(TrainCallback):
+    """One progress bar per stage, advanced per batch, with the last epoch's numbers in the label."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: Any = None
+        self.steps = 1
+
+    def stage_start(self, stage: str, start_epoch: int, epochs: int, steps_per_epoch: int) -> None:
+        self.steps = steps_per_epoch
+        self.task = self.progress.add_task(
+            f"{stage} epoch {start_epoch + 1}/{epochs}",
+            total=epochs * steps_per_epoch,
+            completed=start_epoch * steps_per_epoch,
+        )
+        self.epochs = epochs
+
+    def step(self, stage: str, epoch: int, step: int, loss: float) -> None:
+        self.progress.update(self.task, completed=epoch * self.steps + step + 1,
+                             description=f"{stage} epoch {epoch + 1}/{self.epochs} loss {loss:.3f}")
+
+    def epoch_end(self, stage: str, row: dict[str, Any]) -> None:
+        keys = ("val_dice_pp", "val_iou_pp") if stage == "seg" else ("val_macro_f1", "val_macro_f1_masked", "val_acc")
+        stats = "  ".join(f"{k[4:]} {fmt(row[k])}" for k in keys)
+        self.progress.console.print(
+            f"  {stage} epoch {row['epoch']}: loss {fmt(row['train_loss'])}  {stats}  ({row['epoch_time_s']:.1f}s)"
+        )
+
+    def stage_end(self, stage: str, summary: dict[str, Any]) -> None:
+        self.progress.update(self.task, completed=self.progress.tasks[-1].total)
+
+    def message(self, text: str) -> None:
+        self.progress.console.print(f"[dim]{text}[/]")
+
+
+def print_test_metrics(tm: dict[str, Any]) -> None:
+    seg = tm.get("segmentation")
+    if seg:
+        console.print(table("Segmentation (test)", ["metric", "raw", "post-processed"],
+                            [["Dice", seg["dice"], seg["dice_pp"]], ["IoU", seg["iou"], seg["iou_pp"]]]))
+    cls = tm.get("classification")
+    if cls:
+        views = [v for v in ("full", "masked", "twin") if v in cls]
+        rows = [[m] + [cls[v][m] for v in views] for m in ("accuracy", "macro_f1", "macro_auc")]
+        console.print(table("Classification (test)", ["metric"] + views, rows))
+        per = cls["full"]["per_class"]
+        console.print(table("Per class (test, full image)", ["class", "sensitivity", "specificity", "PPV", "NPV", "F1", "AUC"],
+                            [[c, m["sensitivity"], m["specificity"], m["ppv"], m["npv"], m["f1"], m["auc"]] for c, m in per.items()]))
+        if "shortcut_reliance_rate" in cls:
+            console.print(f"shortcut reliance (prediction changes on the clean twin): {cls['shortcut_reliance_rate']:.3f}")
+
+
+@app.command()
+def train(
+    dataset: Optional[Path] = typer.Argument(None, help="Data set folder or manifest CSV (default: the synthetic benchmark)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (default: configs/default.yaml)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a config key, e.g. --set cls.mask_prob=0."),
+    stage: str = typer.Option("all", help="all | seg | cls"),
+    name: Optional[str] = typer.Option(None, help="Run name under runs/train/ (default: config name)."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the named run from its last checkpoints."),
+    pretrained: bool = typer.Option(False, "--pretrained", help="Start from ImageNet weights (needs network)."),
+) -> None:
+    """Train the lung segmenter and the masked/unmasked classifier."""
+    from lungaudit.training.pipeline import STAGES, train as run_train
+
+    if stage not in STAGES:
+        fail(f"--stage must be one of {', '.join(STAGES)}")
+    cfg = load_cli_config(config, set_)
+    run_dir = None
+    if resume:
+        run_dir = _resume_dir(Path(cfg.project) / "train", name)
+        cfg = load_cli_config(run_dir / "config.yaml", set_)
+    if dataset is not None:
+        cfg = replace(cfg, data=replace(cfg.data, root=str(dataset)))
+    if name:
+        cfg = replace(cfg, name=name)
+    if device:
+        cfg = replace(cfg, device=device)
+    if pretrained:
+        cfg = replace(cfg, seg=replace(cfg.seg, pretrained=True), cls=replace(cfg.cls, pretrained=True))
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console) as progress:
+        try:
+            result = run_train(cfg, stage=stage, resume=resume, run_dir=run_dir, callback=RichTrainProgress(progress))
+        except (ValueError, CheckpointError, RuntimeError, FileNotFoundError) as e:
+            progress.stop()
+            fail(str(e))
+    print_test_metrics(result.test_metrics)
+    times = ", ".join(f"{k} {v:.0f}s" for k, v in result.stage_times_s.items())
+    console.print(f"[bold green]done[/] in {result.elapsed_s:.0f}s ({times}); run folder: [bold]{result.run_dir}[/]")
+
+
+def _resume_dir(project: Path, name: str | None) -> Path:
+    if name:
+        path = project / name
+        if not (path / "config.yaml").is_file():
+            fail(f"cannot resume: {path} is not a run folder (no config.yaml)")
+        return path
+    runs = sorted((p for p in project.glob("*") if (p / "config.yaml").is_file()), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        fail(f"cannot resume: no run folders under {project}")
+    return runs[-1]

@@ -1,0 +1,61 @@
+"""Rebuild trained models from a run folder's checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lungaudit.classification.model import build_classifier
+from lungaudit.config import ClsConfig, SegConfig, from_dict
+from lungaudit.segmentation.model import build_segmenter
+from lungaudit.training.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from lungaudit.training.loop import prepare_model
+
+
+@dataclass
+class TrainedModels:
+    classifier: nn.Module
+    cls_cfg: ClsConfig
+    class_names: list[str]
+    cls_path: Path
+    segmenter: nn.Module | None
+    seg_cfg: SegConfig | None
+    seg_path: Path | None
+
+
+def restore(ckpt: Checkpoint, device: torch.device) -> nn.Module:
+    """The checkpoint's model, rebuilt from its own config, in eval mode on ``device``."""
+    if ckpt.kind == "cls":
+        model = build_classifier(from_dict(ClsConfig, {**ckpt.config, "pretrained": False}), len(ckpt.class_names))
+    elif ckpt.kind == "seg":
+        model = build_segmenter(from_dict(SegConfig, {**ckpt.config, "pretrained": False}))
+    else:
+        raise CheckpointError(f"unknown checkpoint kind {ckpt.kind!r}")
+    try:
+        model.load_state_dict(ckpt.model_state)
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint weights do not fit the model its config describes: {e}") from None
+    return prepare_model(model, device).eval()
+
+
+def load_run(run_dir: Path, device: torch.device, which: str = "best") -> TrainedModels:
+    """Classifier (required) and segmenter (optional) from ``run_dir/weights/{cls,seg}_<which>.pt``."""
+    weights = Path(run_dir) / "weights"
+    cls_path = weights / f"cls_{which}.pt"
+    if not cls_path.is_file():
+        raise CheckpointError(f"{run_dir} has no classifier checkpoint ({cls_path} is missing); train one first")
+    cls_ckpt = load_checkpoint(cls_path, kind="cls", map_location=device)
+    seg_path = weights / f"seg_{which}.pt"
+    seg_ckpt = load_checkpoint(seg_path, kind="seg", map_location=device) if seg_path.is_file() else None
+    return TrainedModels(
+        classifier=restore(cls_ckpt, device),
+        cls_cfg=from_dict(ClsConfig, cls_ckpt.config),
+        class_names=cls_ckpt.class_names,
+        cls_path=cls_path,
+        segmenter=restore(seg_ckpt, device) if seg_ckpt else None,
+        seg_cfg=from_dict(SegConfig, seg_ckpt.config) if seg_ckpt else None,
+        seg_path=seg_path if seg_ckpt else None,
+    )
