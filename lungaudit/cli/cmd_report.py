@@ -1,1 +1,159 @@
-"""Commands: (filled in by the stage that owns them)."""
+"""Commands: report, gate, compare, apply-review (thin wrappers over ``lungaudit.report``).
+
+Exit codes everywhere: 0 success / pass, 1 failed gate or regression, 2 malformed input.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lungaudit.cli.app import app
+from lungaudit.report.auditdir import AuditDirError
+from lungaudit.report.compare import CompareError, compare_audits
+from lungaudit.report.gate import GateError, GatePolicy, load_policy, parse_class_limit, policy_from_dict, run_gate
+from lungaudit.report.html import write_report
+from lungaudit.report.review import ReviewError, apply_review
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(msg: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {msg}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+def _f(v: float | None, pct: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return f"{100 * v:.1f}%" if pct else f"{v:.3f}"
+
+
+@app.command("report")
+def report_cmd(
+    audit_dir: Path = typer.Argument(..., help="Audit folder written by `lungaudit audit`."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output HTML path (default: AUDIT_DIR/report.html)."),
+) -> None:
+    """Write a self-contained HTML bias report (tables, heatmaps, flagged gallery with review controls)."""
+    try:
+        path = write_report(audit_dir, out)
+    except AuditDirError as e:
+        raise _fail(str(e)) from None
+    typer.echo(str(path))
+
+
+@app.command("gate")
+def gate_cmd(
+    audit_dir: Path = typer.Argument(..., help="Audit folder written by `lungaudit audit`."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="YAML gate policy, e.g. configs/gate.yaml."),
+    max_flag_rate: Optional[float] = typer.Option(None, "--max-flag-rate", help="Fail if the overall flag rate is above F."),
+    min_mean_in_lung: Optional[float] = typer.Option(None, "--min-mean-in-lung", help="Fail if mean E_in is below F."),
+    min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="Fail if accuracy is below F (fails on unlabeled audits)."),
+    max_flip_rate: Optional[float] = typer.Option(None, "--max-flip-rate", help="Fail if the flip rate under masking is above F."),
+    class_max_flag_rate: list[str] = typer.Option(
+        [], "--class-max-flag-rate", help="CLASS=F: fail if that class's flag rate is above F (repeatable)."
+    ),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="JUnit XML path (default: AUDIT_DIR/gate.junit.xml)."),
+) -> None:
+    """Pass/fail release gate on an audit: exit 0 all pass, 1 any condition fails, 2 malformed input."""
+    try:
+        pol = load_policy(policy) if policy is not None else GatePolicy()
+        flags = {
+            "max_flag_rate": max_flag_rate, "min_mean_in_lung": min_mean_in_lung,
+            "min_accuracy": min_accuracy, "max_flip_rate": max_flip_rate,
+        }
+        cli = policy_from_dict({k: v for k, v in flags.items() if v is not None}, "command line")
+        per_class: dict[str, dict[str, float]] = {}
+        for item in class_max_flag_rate:
+            cls, lim = parse_class_limit(item)
+            per_class.setdefault(cls, {}).update(lim)
+        pol = pol.merged(GatePolicy(overall=cli.overall, per_class=per_class))
+        result = run_gate(audit_dir, pol, junit=junit)
+    except (GateError, AuditDirError) as e:
+        raise _fail(str(e)) from None
+
+    table = Table(title=f"gate: {audit_dir}", title_justify="left")
+    for col in ("condition", "scope", "value", "limit", "result"):
+        table.add_column(col, justify="right" if col in ("value", "limit") else "left")
+    for r in result.results:
+        c = r.condition
+        status = "[green]pass[/]" if r.passed else f"[bold red]FAIL[/] {r.reason}"
+        table.add_row(c.name, c.where, _f(r.value), f"{c.op} {c.limit:g}", status)
+    console.print(table)
+    verdict = "[bold green]PASSED[/]" if result.passed else f"[bold red]FAILED[/] ({result.n_failed} of {len(result.results)})"
+    console.print(f"gate {verdict}; wrote {audit_dir / 'gate.json'} and {junit or audit_dir / 'gate.junit.xml'}")
+    raise typer.Exit(0 if result.passed else 1)
+
+
+@app.command("compare")
+def compare_cmd(
+    baseline: Path = typer.Argument(..., help="Audit folder of the baseline model."),
+    candidate: Path = typer.Argument(..., help="Audit folder of the candidate model (same data set)."),
+    tolerance: float = typer.Option(0.02, "--tolerance", help="Allowed absolute worsening of any rate."),
+    out: Optional[Path] = typer.Option(None, "--out", help="compare.json path (default: CANDIDATE/compare.json)."),
+) -> None:
+    """Compare two audits of the same data set; exit 1 when the candidate regresses beyond the tolerance."""
+    try:
+        result, path = compare_audits(baseline, candidate, tolerance, out)
+    except (CompareError, AuditDirError) as e:
+        raise _fail(str(e)) from None
+
+    # One row per scope, one column per statistic: "baseline → candidate (delta)".
+    stats = ("flag_rate", "mean_e_in", "flip_rate", "accuracy")
+    table = Table(title=f"compare (tolerance {tolerance:g}): baseline → candidate", title_justify="left")
+    table.add_column("scope")
+    for head in ("flag rate", "mean E_in", "flip rate", "accuracy"):
+        table.add_column(head, justify="right")
+    cells: dict[str, dict[str, str]] = {}
+    for r in result["rows"]:
+        scope = "overall" if r["group"] is None else f"{r['scope']} {r['group']}"
+        if r["note"]:
+            text = f"[dim]{r['note']}[/]"
+        else:
+            text = f"{_f(r['baseline'])} → {_f(r['candidate'])} ({r['delta']:+.3f})"
+            if r["regressed"]:
+                text = f"[bold red]{text}[/]"
+            elif r["worse_by"] < -tolerance:
+                text = f"[green]{text}[/]"
+        cells.setdefault(scope, {})[r["metric"]] = text
+    for scope, row in cells.items():
+        table.add_row(scope, *(row.get(s, "") for s in stats))
+    console.print(table)
+    for change in result["config_changes"]:
+        console.print(f"[yellow]note:[/] audit config differs: {change}", highlight=False)
+    if result["regressed"]:
+        console.print(f"[bold red]candidate regressed[/] on {result['n_regressions']} statistic(s); wrote {path}")
+        raise typer.Exit(1)
+    console.print(f"[bold green]no regression[/] beyond {tolerance:g}; wrote {path}")
+
+
+@app.command("apply-review")
+def apply_review_cmd(
+    decisions: Path = typer.Argument(..., help="decisions.csv exported from the HTML report."),
+    dataset: Path = typer.Argument(..., help="The data set the audit ran on."),
+    out: Path = typer.Option(..., "--out", help="Folder for the cleaned manifest.csv."),
+    layout: str = typer.Option("auto", "--layout", help="Data set layout: auto | covid | folders | manifest."),
+) -> None:
+    """Apply review decisions (keep/exclude/relabel) and write a cleaned manifest.csv."""
+    try:
+        path, counts = apply_review(decisions, dataset, out, layout=layout)
+    except ReviewError as e:
+        raise _fail(str(e)) from None
+    except (ValueError, OSError) as e:  # the loader's own errors: unreadable data set, bad layout
+        raise _fail(f"cannot load data set {dataset}: {e}") from None
+    table = Table(title="review applied", title_justify="left")
+    table.add_column("outcome")
+    table.add_column("images", justify="right")
+    table.add_row("kept (decided)", str(counts.kept))
+    table.add_row("relabelled", str(counts.relabelled))
+    table.add_row("excluded", str(counts.excluded))
+    table.add_row("undecided (kept as-is)", str(counts.undecided))
+    table.add_row("[bold]in cleaned manifest[/]", f"[bold]{counts.total_out}[/]")
+    console.print(table)
+    console.print(f"wrote {path}", highlight=False)
