@@ -1,0 +1,212 @@
+"""The synthetic phantom generator: determinism, shortcut placement, twins, layout and CLI."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lungaudit.config import CLASS_NAMES, SynthConfig
+from lungaudit.data.synth import MANIFEST_COLUMNS, generate, plan_cases, render_case, source_url
+
+
+def _read_manifest(root: Path) -> list[dict[str, str]]:
+    with open(root / "manifest.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _boxes(text: str) -> list[tuple[int, int, int, int]]:
+    return [tuple(int(v) for v in b.split()) for b in text.split(";") if b.strip()]  # type: ignore[misc]
+
+
+def _read(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert img is not None, path
+    return img
+
+
+def test_same_seed_is_byte_identical_whatever_the_worker_count(tmp_path: Path, tiny_synth: Path) -> None:
+    cfg = SynthConfig(n_per_class=8, size=64, seed=0, shortcuts=("markers",), workers=2)
+    generate(tmp_path / "a", cfg)
+    a, b = _digests(tmp_path / "a"), _digests(tiny_synth)  # tiny_synth used workers=1
+    assert a.pop("synth_config.yaml") != b.pop("synth_config.yaml")  # it records the worker count
+    assert a == b and len(a) == 4 * 8 * 2 + 4 * 2 + 4 + 1  # images, masks, twins, xlsx, manifest
+
+
+def test_different_seed_changes_anatomy() -> None:
+    cfg = SynthConfig(n_per_class=3, size=64, shortcuts=())
+    a = [render_case(p)[1] for p in plan_cases(cfg)]
+    b = [render_case(p)[1] for p in plan_cases(replace(cfg, seed=1))]
+    assert all(not np.array_equal(x, y) for x, y in zip(a, b))
+    assert len({m.tobytes() for m in a}) == len(a)  # anatomy varies between images too
+
+
+def test_layout_manifest_and_metadata(tiny_synth: Path) -> None:
+    from openpyxl import load_workbook
+
+    rows = _read_manifest(tiny_synth)
+    with open(tiny_synth / "manifest.csv", newline="") as f:
+        assert next(csv.reader(f)) == list(MANIFEST_COLUMNS)
+    assert len(rows) == 4 * 8
+    assert (tiny_synth / "synth_config.yaml").is_file()
+    for r in rows:
+        for col in ("path", "mask", "twin"):
+            if r[col]:
+                assert "\\" not in r[col] and not r[col].startswith("/")
+                assert (tiny_synth / r[col]).is_file()
+        assert r["path"].startswith(f"{r['label']}/images/{r['label']}-") and r["path"].endswith(".png")
+        assert r["mask"] == r["path"].replace("/images/", "/masks/")
+        assert bool(r["twin"]) == (r["split"] == "test")
+        img, mask = _read(tiny_synth / r["path"]), _read(tiny_synth / r["mask"])
+        if r["twin"]:
+            assert r["twin"] == f"twins/{r['path'].replace('/images/', '/')}"
+            (x0, y0, x1, y1), diff = _boxes(r["shortcut_box"])[0], img != _read(tiny_synth / r["twin"])
+            assert diff[y0:y1, x0:x1].any() and diff.sum() == diff[y0:y1, x0:x1].sum()
+        assert img.dtype == np.uint8 and img.shape == mask.shape == (64, 64)
+        assert set(np.unique(mask)) <= {0, 255} and mask.any()
+        assert r["shortcut"] == "markers" and len(_boxes(r["shortcut_box"])) == 1
+    assert {p.name for p in tiny_synth.iterdir() if p.is_dir()} == {*CLASS_NAMES, "twins"}
+    assert (tiny_synth / "Viral Pneumonia" / "images" / "Viral Pneumonia-1.png").is_file()
+
+    source_of = {Path(r["path"]).stem: r["source"] for r in rows}
+    for label in CLASS_NAMES:
+        ws = load_workbook(tiny_synth / f"{label}.metadata.xlsx").active
+        table = list(ws.iter_rows(values_only=True))
+        assert table[0] == ("FILE NAME", "FORMAT", "SIZE", "URL")
+        assert len(table) == 9
+        for name, fmt, size, url in table[1:]:
+            assert fmt == "PNG" and size == "64*64"
+            assert url.endswith("/" + source_of[name])
+
+
+def test_splits_are_stratified_and_patient_grouped() -> None:
+    cases = plan_cases(SynthConfig(n_per_class=100, size=64))
+    per = Counter((c.label, c.split) for c in cases)
+    for label in CLASS_NAMES:
+        assert abs(per[(label, "test")] - 25) <= 1 and abs(per[(label, "val")] - 15) <= 1
+    splits_of: dict[str, set[str]] = {}
+    for c in cases:
+        splits_of.setdefault(c.patient_id, set()).add(c.split)
+    assert all(len(s) == 1 for s in splits_of.values())
+    sizes = Counter(Counter(c.patient_id for c in cases).values())
+    assert set(sizes) == {1, 2} and 0.05 < sizes[2] / (sizes[1] + sizes[2]) < 0.15
+
+
+@pytest.mark.parametrize("shortcuts", [("markers",), ("shoulders",), ("markers", "shoulders", "source")])
+def test_twin_differs_only_inside_shortcut_boxes_and_outside_lungs(shortcuts: tuple[str, ...]) -> None:
+    cfg = SynthConfig(n_per_class=12, size=96, shortcuts=shortcuts, shortcut_rate=0.8)
+    tests = [p for p in plan_cases(cfg) if p.split == "test"]
+    assert tests and all(p.make_twin for p in tests)
+    for p in tests:
+        image, mask, twin, meta = render_case(p)
+        assert twin is not None
+        diff = image != twin
+        assert diff.any(), p.stem  # the shortcut was actually planted
+        assert not (diff & (mask > 0)).any(), f"{p.stem}: shortcut pixel on the lung mask"
+        inside = np.zeros_like(diff)
+        for x0, y0, x1, y1 in meta["boxes"].values():
+            inside[y0:y1, x0:x1] = True
+        assert not (diff & ~inside).any(), f"{p.stem}: twin differs outside the shortcut box"
+        assert set(meta["boxes"]) == {k for k in shortcuts if k != "source"}
+
+
+def test_marker_corner_follows_the_configured_rate_in_train_and_is_uniform_in_test() -> None:
+    rate = 0.7
+    cases = plan_cases(SynthConfig(n_per_class=400, size=64, shortcut_rate=rate, test_frac=0.4))
+    train = [c for c in cases if c.split == "train"]
+    test = [c for c in cases if c.split == "test"]
+    own = np.mean([c.marker_class == c.class_index for c in train])
+    assert abs(own - rate) < 0.05
+    assert abs(np.mean([c.marker_class == c.class_index for c in test]) - 0.25) < 0.05
+    for label in CLASS_NAMES:
+        freq = Counter(c.marker_class for c in test if c.label == label)
+        assert all(abs(freq[k] / 160 - 0.25) < 0.1 for k in range(4))
+
+
+def test_rendered_marker_sits_in_its_corner(tiny_synth: Path) -> None:
+    half = 32
+    for r, p in zip(_read_manifest(tiny_synth), plan_cases(SynthConfig(n_per_class=8, size=64))):
+        (x0, y0, x1, y1), corner = _boxes(r["shortcut_box"])[0], p.marker_class
+        assert (x1 <= half) if corner in (0, 2) else (x0 >= half)
+        assert (y1 <= half) if corner in (0, 1) else (y0 >= half)
+
+
+def test_source_shortcut_is_class_correlated_in_train_only() -> None:
+    cases = plan_cases(SynthConfig(n_per_class=300, size=64, shortcuts=("source",), n_sources=4, test_frac=0.4))
+    train = [c for c in cases if c.split == "train"]
+    test = [c for c in cases if c.split == "test"]
+    assert abs(np.mean([c.source == c.class_index for c in train]) - 0.8) < 0.05
+    assert abs(np.mean([c.source == c.class_index for c in test]) - 0.25) < 0.06
+    free = plan_cases(SynthConfig(n_per_class=300, size=64, shortcuts=(), n_sources=4))
+    assert abs(np.mean([c.source == c.class_index for c in free]) - 0.25) < 0.05
+
+
+def _stats(values: np.ndarray) -> list[float]:
+    return [values.mean(), values.std(), *np.percentile(values, [5, 25, 50, 75, 95])]
+
+
+def test_class_signal_is_inside_the_lungs_only() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    cfg = SynthConfig(n_per_class=40, size=96, shortcuts=())
+    feats_in, feats_out, y = [], [], []
+    for p in plan_cases(cfg):
+        image, mask, _, _ = render_case(p)
+        img = image.astype(np.float32) / 255
+        feats_in.append(_stats(img[mask > 0]))
+        feats_out.append(_stats(img[mask == 0]))
+        y.append(p.class_index)
+
+    def score(x: list[list[float]]) -> float:
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        return float(cross_val_score(clf, np.array(x), np.array(y), cv=5, scoring="balanced_accuracy").mean())
+
+    assert score(feats_out) < 0.35
+    assert score(feats_in) > 0.6
+
+
+def test_invalid_config_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown shortcut"):
+        generate(tmp_path, SynthConfig(shortcuts=("tattoos",)))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        generate(tmp_path, SynthConfig(shortcut_rate=1.5))
+
+
+def test_cli_rejects_bad_arguments_and_runs(tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from lungaudit.cli.app import app as lungaudit_app
+    from lungaudit.cli.cmd_synth import synth
+
+    assert any(c.callback is synth for c in lungaudit_app.registered_commands)
+    app = typer.Typer()  # a group, as in the full CLI (a lone command would be promoted to the root)
+    app.callback()(lambda: None)
+    app.command()(synth)
+    runner = CliRunner()
+    bad = runner.invoke(app, ["synth", str(tmp_path / "x"), "--shortcuts", "markers,tattoos"])
+    assert bad.exit_code == 2 and "unknown shortcut" in bad.output
+    bad = runner.invoke(app, ["synth", str(tmp_path / "x"), "--shortcut-rate", "1.5"])
+    assert bad.exit_code == 2
+    ok = runner.invoke(
+        app, ["synth", str(tmp_path / "ok"), "--n-per-class", "4", "--size", "48", "--workers", "1"]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "Viral Pneumonia" in ok.output and (tmp_path / "ok" / "manifest.csv").is_file()
