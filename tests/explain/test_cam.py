@@ -1,0 +1,164 @@
+"""CAM registry and the fast batched Grad-CAM: hand computation, Captum / pytorch-grad-cam parity, batching."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lungaudit.classification.model import build_classifier
+from lungaudit.config import ClsConfig
+from lungaudit.explain import CAM_METHODS, compute_cam, normalize_per_image
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(scope="module")
+def resnet() -> nn.Module:
+    torch.manual_seed(0)
+    return build_classifier(ClsConfig(image_size=64), 4).eval()
+
+
+@pytest.fixture(scope="module")
+def batch() -> torch.Tensor:
+    return torch.rand(4, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
+def tiny() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2)
+    ).eval()
+
+
+def test_gradcam_matches_hand_computation() -> None:
+    model = tiny()
+    x = torch.rand(2, 1, 5, 6, generator=torch.Generator().manual_seed(2))
+    targets = torch.tensor([1, 0])
+    res = compute_cam(model, x, "1", targets=targets, out_size=(5, 6))
+    with torch.no_grad():
+        a = F.relu(model[0](x))  # (N, K, h, w)
+        # score_c = sum_k W[c,k] * mean_ij A_k(i,j) + b  =>  dScore/dA_k(i,j) = W[c,k] / (h*w), alpha_k its mean
+        alpha = model[4].weight[targets] / (5 * 6)  # (N, K)
+        expected = F.relu((alpha[:, :, None, None] * a).sum(1))
+        logits = model(x)
+    torch.testing.assert_close(res.cams, expected, atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(res.logits, logits)
+    assert res.targets.tolist() == [1, 0]
+    up = compute_cam(model, x, "1", targets=targets, out_size=(10, 12)).cams
+    torch.testing.assert_close(up, F.interpolate(expected[:, None], size=(10, 12), mode="bilinear")[:, 0])
+
+
+def test_matches_captum_raw(resnet: nn.Module, batch: torch.Tensor) -> None:
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    targets = torch.tensor([0, 1, 2, 3])
+    ours_low = compute_cam(resnet, batch, "layer4", targets=targets, out_size=(4, 4)).cams
+    ref_low = LayerGradCam(resnet, resnet.layer4).attribute(batch, target=targets, relu_attributions=True)
+    torch.testing.assert_close(ours_low, ref_low[:, 0].detach(), atol=1e-6, rtol=1e-4)
+    assert ours_low.max() > 0  # the comparison is not vacuous
+    ours = compute_cam(resnet, batch, "layer4", targets=targets).cams
+    ref = LayerAttribution.interpolate(ref_low.detach(), (64, 64), interpolate_mode="bilinear")[:, 0]
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("method", "ref_name"), [("gradcam", "GradCAM"), ("gradcampp", "GradCAMPlusPlus")])
+def test_matches_pytorch_grad_cam_after_its_normalisation(
+    resnet: nn.Module, batch: torch.Tensor, method: str, ref_name: str
+) -> None:
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    targets = [3, 2, 1, 0]
+    ref_model = copy.deepcopy(resnet)  # it fills .grad and leaves hooks; keep the shared model clean
+    with getattr(pytorch_grad_cam, ref_name)(model=ref_model, target_layers=[ref_model.layer4[-1]]) as cam:
+        ref = torch.from_numpy(cam(input_tensor=batch, targets=[ClassifierOutputTarget(t) for t in targets]))
+    # pytorch-grad-cam min-max scales at layer resolution, resizes, then scales again.
+    low = compute_cam(resnet, batch, "layer4", targets=torch.tensor(targets), method=method, out_size=(4, 4)).cams
+    up = F.interpolate(normalize_per_image(low)[:, None], size=(64, 64), mode="bilinear")[:, 0]
+    torch.testing.assert_close(normalize_per_image(up), ref, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("method", CAM_METHODS.names())
+def test_batch_equals_one_at_a_time_with_per_sample_targets(
+    resnet: nn.Module, batch: torch.Tensor, method: str
+) -> None:
+    targets = torch.tensor([2, 0, 3, 1])
+    res = compute_cam(resnet, batch, "layer4", targets=targets, method=method)
+    for i in range(len(batch)):
+        one = compute_cam(resnet, batch[i : i + 1], "layer4", targets=targets[i : i + 1], method=method)
+        torch.testing.assert_close(res.cams[i : i + 1], one.cams, atol=1e-6, rtol=1e-4)
+    # Different targets give different maps: the per-sample selection is really used.
+    other = compute_cam(resnet, batch, "layer4", targets=torch.tensor([0, 0, 0, 0]), method=method)
+    assert not torch.allclose(res.cams[0], other.cams[0])
+
+
+def test_no_parameter_grad_and_state_restored() -> None:
+    torch.manual_seed(0)
+    model = build_classifier(ClsConfig(image_size=64), 4)
+    model.train()
+    model.conv1.weight.requires_grad_(False)  # a caller's frozen layer stays frozen
+    model.layer1[0].bn1.eval()  # and a caller's frozen BatchNorm keeps its own mode
+    bn = model.layer2[0].bn1
+    stats = bn.running_mean.clone()
+    x = torch.rand(3, 1, 64, 64)
+    res = compute_cam(model, x, "layer4")
+    assert all(p.grad is None for p in model.parameters())
+    assert [p.requires_grad for p in model.parameters()].count(False) == 1
+    assert not model.conv1.weight.requires_grad
+    assert model.training and not model.layer1[0].bn1.training and bn.training
+    torch.testing.assert_close(bn.running_mean, stats)  # run in eval mode: no BatchNorm statistics update
+    assert not res.cams.requires_grad and not res.logits.requires_grad
+
+
+def test_state_restored_on_error(resnet: nn.Module, batch: torch.Tensor) -> None:
+    model = copy.deepcopy(resnet).train()
+    with pytest.raises(ValueError, match="targets must lie"):
+        compute_cam(model, batch, "layer4", targets=torch.tensor([0, 1, 2, 9]))
+    assert all(p.requires_grad and p.grad is None for p in model.parameters())
+    assert all(m.training for m in model.modules())
+    assert not model.layer4._forward_hooks
+
+
+def test_bad_input_raises(resnet: nn.Module, batch: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match="not a submodule"):
+        compute_cam(resnet, batch, "layer9")
+    with pytest.raises(ValueError, match="targets must have shape"):
+        compute_cam(resnet, batch, "layer4", targets=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        compute_cam(resnet, batch[0], "layer4")
+    with pytest.raises(KeyError, match="gradcam"):
+        compute_cam(resnet, batch, "layer4", method="nope")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("method", CAM_METHODS.names())
+def test_every_method_shape_sign_device(resnet: nn.Module, batch: torch.Tensor, method: str, device: str) -> None:
+    model = copy.deepcopy(resnet).to(device)
+    x = batch.to(device)
+    res = compute_cam(model, x, "layer4", method=method, out_size=(32, 48))
+    assert res.cams.shape == (4, 32, 48) and res.cams.dtype == torch.float32
+    assert res.logits.shape == (4, 4) and res.targets.shape == (4,)
+    assert res.cams.device == res.logits.device == res.targets.device == x.device
+    assert bool((res.cams >= 0).all()) and bool(torch.isfinite(res.cams).all())
+    with torch.no_grad():
+        assert res.targets.tolist() == model(x).argmax(1).tolist()
+    assert compute_cam(model, x, "layer4.1", method=method).cams.shape == (4, 64, 64)
+
+
+def test_autocast_gives_float32_cams(resnet: nn.Module, batch: torch.Tensor) -> None:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        res = compute_cam(resnet, batch, "layer4")
+    assert res.cams.dtype == torch.float32 and bool((res.cams >= 0).all())
+    full = compute_cam(resnet, batch, "layer4", targets=res.targets).cams
+    assert F.cosine_similarity(res.cams.flatten(1), full.flatten(1)).min() > 0.9
+
+
+def test_normalize_per_image() -> None:
+    cams = torch.tensor([[[0.0, 2.0], [1.0, 4.0]], [[3.0, 3.0], [3.0, 3.0]]])
+    out = normalize_per_image(cams)
+    torch.testing.assert_close(out[0], torch.tensor([[0.0, 0.5], [0.25, 1.0]]), atol=1e-6, rtol=0)
+    assert bool((out[1] == 0).all())  # a flat map scales to zeros, not NaN
