@@ -118,3 +118,45 @@ def _resume_dir(project: Path, name: str | None) -> Path:
     if not runs:
         fail(f"cannot resume: no run folders under {project}")
     return runs[-1]
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("data/synth"), help="Where to write the synthetic benchmark."),
+    name: str = typer.Option("demo", help="Run name under runs/train/ and runs/audit/."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (default: configs/default.yaml)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a config key."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+) -> None:
+    """The whole job on the embedded default: synth -> train -> audit (test split) -> report."""
+    from lungaudit.audit.run import audit as run_audit
+    from lungaudit.cli.cmd_audit import print_audit_summary
+    from lungaudit.data.layouts import load_dataset
+    from lungaudit.data.synth import generate
+    from lungaudit.report.html import write_report
+    from lungaudit.training.pipeline import train as run_train
+    from lungaudit.training.rundir import increment_run_dir
+
+    cfg = load_cli_config(config, set_)
+    cfg = replace(cfg, name=name, device=device or cfg.device, data=replace(cfg.data, root=str(out)))
+    if not (out / "manifest.csv").is_file():
+        console.print(f"[bold]1/4 synth[/] -> {out}")
+        generate(out, cfg.synth)
+    else:
+        console.print(f"[bold]1/4 synth[/]: reusing {out}")
+    console.print("[bold]2/4 train[/]")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console) as progress:
+        result = run_train(cfg, callback=RichTrainProgress(progress))
+    print_test_metrics(result.test_metrics)
+    console.print(f"[bold]3/4 audit[/] of the test split with {result.run_dir}")
+    ds = load_dataset(out, cfg.data.layout, data_cfg=cfg.data)
+    ds.samples = ds.split("test")
+    audit_dir = increment_run_dir(Path(cfg.project) / "audit", name)
+    with Progress(TextColumn("audit"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("audit", total=len(ds.samples))
+        audited = run_audit(ds, result.run_dir, audit_dir, cfg.audit, device=cfg.device,
+                            progress=lambda d, t: progress.update(task, completed=d, total=t))
+    print_audit_summary(audited.summary)
+    report = write_report(audit_dir)
+    console.print(f"[bold]4/4 report[/]: [bold green]{report}[/]")
