@@ -1,1 +1,139 @@
-"""Commands: (filled in by the stage that owns them)."""
+"""``lungaudit inspect``: what a data set holds and which files are unusable, before any training."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from lungaudit.cli.app import app
+from lungaudit.data.layouts import DatasetError, Inspection, inspect_dataset, write_problems_csv
+from lungaudit.data.split import SPLITS
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class LayoutChoice(str, Enum):
+    auto = "auto"
+    covid = "covid"
+    folders = "folders"
+    manifest = "manifest"
+    segonly = "segonly"
+
+
+def _problems_target(dataset: Path, explicit: Path | None) -> Path:
+    """``--problems-csv`` if given, else ``<dataset folder>/problems.csv`` if writable, else ``./problems.csv``."""
+    if explicit is not None:
+        return explicit
+    folder = dataset if dataset.is_dir() else dataset.parent
+    if folder.is_dir() and os.access(folder, os.W_OK):
+        return folder / "problems.csv"
+    return Path.cwd() / "problems.csv"
+
+
+def _render(ins: Inspection) -> None:
+    ds = ins.dataset
+    console.print(f"[bold]{ds.root}[/]  layout [cyan]{ds.layout}[/]  {len(ds.samples)} usable image(s)")
+
+    splits = list(SPLITS) + (["-"] if any(s.split is None for s in ds.samples) else [])
+    t = Table(title="Images per class and split", title_justify="left")
+    t.add_column("class")
+    for sp in splits:
+        t.add_column(sp, justify="right")
+    t.add_column("total", justify="right", style="bold")
+    totals = dict.fromkeys(splits, 0)
+    for label, row in ins.by_class_split.items():
+        for sp in splits:
+            totals[sp] += row.get(sp, 0)
+        t.add_row(label, *[str(row.get(sp, 0)) for sp in splits], str(sum(row.values())))
+    t.add_row("[bold]all[/]", *[str(totals[sp]) for sp in splits], str(sum(totals.values())))
+    console.print(t)
+
+    t = Table(title="Images per source", title_justify="left")
+    t.add_column("source")
+    t.add_column("images", justify="right")
+    for src, n in ins.by_source.items():
+        t.add_row(src, str(n))
+    console.print(t)
+
+    t = Table(title="Masks and image sizes", title_justify="left")
+    t.add_column("item")
+    t.add_column("value", justify="right")
+    t.add_row("masks present", str(ins.masks_present))
+    t.add_row("masks missing or unusable", str(ins.masks_missing))
+    lo, hi = ins.stats.min_hw, ins.stats.max_hw
+    if lo and hi:
+        t.add_row("height (min-max)", f"{lo[0]}-{hi[0]}")
+        t.add_row("width (min-max)", f"{lo[1]}-{hi[1]}")
+        t.add_row("distinct sizes", str(len(ins.stats.sizes)))
+    console.print(t)
+    _render_problems(ds.problems)
+
+
+def _render_problems(problems: list) -> None:
+    if not problems:
+        console.print("[green]No problem files.[/]")
+        return
+    t = Table(title=f"Problem files ({len(problems)})", title_justify="left", show_lines=False)
+    t.add_column("path", overflow="fold")
+    t.add_column("kind")
+    t.add_column("reason", overflow="fold")
+    for p in problems:
+        t.add_row(str(p.path), p.kind, p.reason)
+    console.print(t)
+
+
+@app.command()
+def inspect(
+    dataset: Path = typer.Argument(..., help="Data set folder, or a manifest .csv."),
+    layout: LayoutChoice = typer.Option(LayoutChoice.auto, "--layout", help="On-disk layout; auto detects it."),
+    problems_csv: Optional[Path] = typer.Option(  # noqa: UP007 - typer needs Optional on 3.10
+        None, "--problems-csv", help="Where to write problems.csv (default: inside the data set, else ./)."
+    ),
+) -> None:
+    """Count a data set by class, split and source, and list every unusable file with its reason."""
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("validating images", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            ins = inspect_dataset(dataset, layout.value, progress=progress)
+        except DatasetError as e:
+            bar.stop()
+            if e.problems:
+                target = _problems_target(dataset, problems_csv)
+                try:
+                    write_problems_csv(e.problems, target)
+                    _render_problems(e.problems)
+                    console.print(f"problems written to {target}")
+                except OSError:
+                    pass
+            err_console.print(f"[bold red]error:[/] {e}")
+            raise typer.Exit(2) from None
+    _render(ins)
+    target = _problems_target(dataset, problems_csv)
+    try:
+        write_problems_csv(ins.dataset.problems, target)
+    except OSError as e:
+        err_console.print(f"[bold red]error:[/] cannot write {target}: {e}")
+        raise typer.Exit(2) from None
+    console.print(f"{len(ins.dataset.problems)} problem file(s); written to {target}")
+
+
+__all__ = ["inspect"]
