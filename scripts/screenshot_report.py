@@ -100,6 +100,8 @@ def playwright_checks(chromium: str, report: Path, out: Path, region: str | None
             check(page.locator("#visible-count").inner_text().strip() == str(expected), "visible-count text is wrong")
             result["filter"] = {"region": region, "visible": expected, "total": total}
             shot = out / "gallery_filtered.png"
+            # Sticky bars would be painted over the middle of an element screenshot; unstick them.
+            page.add_style_tag(content="nav, .filters { position: static !important; }")
             page.locator("#gallery").screenshot(path=str(shot))
             result["screenshots"].append(str(shot))
 
