@@ -74,19 +74,29 @@ def _render(ins: Inspection) -> None:
         t.add_row("width (min-max)", f"{lo[1]}-{hi[1]}")
         t.add_row("distinct sizes", str(len(ins.stats.sizes)))
     console.print(t)
-    _render_problems(ds.problems)
+    _render_problems(ds.problems, ds.root)
 
 
-def _render_problems(problems: list) -> None:
+def _rel(path: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return str(path.relative_to(root))
+        except ValueError:
+            pass
+    return str(path)
+
+
+def _render_problems(problems: list, root: Path | None = None) -> None:
     if not problems:
         console.print("[green]No problem files.[/]")
         return
-    t = Table(title=f"Problem files ({len(problems)})", title_justify="left", show_lines=False)
+    title = f"Problem files ({len(problems)})" + (f" under {root}" if root is not None else "")
+    t = Table(title=title, title_justify="left")
     t.add_column("path", overflow="fold")
     t.add_column("kind")
     t.add_column("reason", overflow="fold")
-    for p in problems:
-        t.add_row(str(p.path), p.kind, p.reason)
+    for p in sorted(problems, key=lambda p: (p.kind, str(p.path))):
+        t.add_row(_rel(p.path, root), p.kind, p.reason)
     console.print(t)
 
 

@@ -199,13 +199,19 @@ def _read_dicom(path: Path, data: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode ``path`` to a float32 ``(H, W)`` array in [0, 1]; raises :class:`ImageReadError`."""
-    path = Path(path)
+def _decode_gray(path: Path) -> tuple[np.ndarray, bool]:
+    """Decoded grayscale array and whether it is already final (DICOM) or still needs :func:`_scale`."""
     data = _read_bytes(path)
     if _is_dicom(path, data):
-        return _read_dicom(path, data)
-    img = _to_gray(_decode_raster(data))
+        return _read_dicom(path, data), True
+    return _to_gray(_decode_raster(data)), False
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode ``path`` to a float32 ``(H, W)`` array in [0, 1]; raises :class:`ImageReadError`."""
+    img, final = _decode_gray(Path(path))
+    if final:
+        return img
     return np.ascontiguousarray(np.clip(_scale(img), 0.0, 1.0), dtype=np.float32)
 
 
@@ -221,12 +227,7 @@ def read_mask(path: str | Path, image_shape: Sequence[int]) -> np.ndarray:
     when at most 0.5% of its pixels lie strictly between its minimum and maximum (tolerates JPEG edge
     ringing); it is thresholded half way between the two.
     """
-    path = Path(path)
-    data = _read_bytes(path)
-    if _is_dicom(path, data):
-        m = _read_dicom(path, data)
-    else:
-        m = _to_gray(_decode_raster(data))
+    m, _ = _decode_gray(Path(path))
     lo, hi = m.min(), m.max()
     if hi <= 0:
         raise ImageReadError("mask is empty (no lung pixels)")
@@ -280,7 +281,7 @@ def probe(sample: Sample) -> tuple[Sample | None, list[Problem], tuple[int, int]
     and comes back with ``mask_path=None`` when only its mask is unusable.
     """
     try:
-        img = read_image(sample.path)
+        img, _ = _decode_gray(Path(sample.path))  # decodability and size; no need to scale here
     except ImageReadError as e:
         return None, [Problem(sample.path, e.reason, "image")], None
     hw = (int(img.shape[0]), int(img.shape[1]))

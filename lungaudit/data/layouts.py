@@ -367,8 +367,9 @@ def scan_dataset(
     stats = ImageStats()
     if validate:
         samples, bad, stats = validate_samples(samples, progress=progress)
-        # A missing mask was already reported at discovery; validation adds only decode problems.
-        problems.extend(bad)
+        # An unreadable image is reported once, as an image problem, not also for its missing mask.
+        dropped = {p.path for p in bad if p.kind == "image"}
+        problems = [p for p in problems if not (p.kind == "mask" and p.path in dropped)] + bad
         if not samples:
             raise DatasetError(
                 f"{root}: none of the images could be read ({len(problems)} problem file(s))", problems
