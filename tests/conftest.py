@@ -19,3 +19,13 @@ def tiny_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny_synth")
     generate(root, TINY_SYNTH)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A complete tiny training run (segmenter + classifier) on ``tiny_synth``; returns TrainResult."""
+    from lungaudit.training.pipeline import train
+    from pipeline_helpers import tiny_config
+
+    project = tmp_path_factory.mktemp("runs")
+    return train(tiny_config(tiny_synth, project))
