@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset as TorchDataset
 
 from lungaudit import __version__
 from lungaudit.audit.markers import find_marker_boxes, hotspot_overlaps_marker
-from lungaudit.audit.metrics import flag, lung_energy, masking_counterfactual
+from lungaudit.audit.metrics import dilate_masks, flag, lung_energy, masking_counterfactual
 from lungaudit.audit.regions import REGION_NAMES, dominant_region
 from lungaudit.config import AuditConfig, to_dict
 from lungaudit.data.records import Dataset, Problem, Sample
@@ -59,8 +59,16 @@ class AuditResult:
     problems: list[Problem] = field(default_factory=list)
 
 
+MAX_BOXES = 8
+
+
 class _Decoded(TorchDataset):
-    """Decode + resize one image (and its given mask) to the audit resolution."""
+    """Decode one image (and its given mask), find probable markers at full resolution, resize.
+
+    Marker detection runs here, in the loader's worker and on the full-resolution image, because a
+    thin burned-in token that is obvious at 256 px can blur into its background at 128 px.
+    Boxes come back scaled to the audit resolution, padded to ``MAX_BOXES`` rows of -1.
+    """
 
     def __init__(self, samples: Sequence[Sample], size: int, use_given_masks: bool) -> None:
         self.samples, self.size, self.use_given = list(samples), size, use_given_masks
@@ -68,25 +76,32 @@ class _Decoded(TorchDataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor, torch.Tensor, bool, str]:
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor, torch.Tensor, bool, torch.Tensor, str]:
         from lungaudit.data.imageio import ImageReadError, read_image, read_mask
 
-        s = self.samples[i]
+        s, size = self.samples[i], self.size
+        boxes = torch.full((MAX_BOXES, 4), -1, dtype=torch.int64)
         try:
             image = read_image(s.path)
         except ImageReadError as e:
-            return i, torch.zeros(1, self.size, self.size), torch.zeros(1, self.size, self.size), False, str(e)
-        small = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA)
-        mask = np.zeros((self.size, self.size), np.float32)
+            return i, torch.zeros(1, size, size), torch.zeros(1, size, size), False, boxes, str(e)
+        small = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+        full_mask = np.zeros(image.shape[:2], bool)
+        mask = np.zeros((size, size), np.float32)
         has_mask = False
         if self.use_given and s.mask_path is not None:
             try:
-                m = read_mask(s.mask_path, image.shape[:2]).astype(np.uint8)
-                mask = cv2.resize(m, (self.size, self.size), interpolation=cv2.INTER_NEAREST).astype(np.float32)
+                full_mask = read_mask(s.mask_path, image.shape[:2])
+                mask = cv2.resize(full_mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(np.float32)
                 has_mask = True
             except ImageReadError as e:
                 log.warning("%s: mask unusable (%s); predicting one", s.mask_path, e)
-        return i, torch.from_numpy(small)[None], torch.from_numpy(mask)[None], has_mask, ""
+        found = find_marker_boxes(image[None], full_mask[None])[0][:MAX_BOXES]
+        if found:
+            sy, sx = size / image.shape[0], size / image.shape[1]
+            scaled = [(int(x0 * sx), int(y0 * sy), int(np.ceil(x1 * sx)), int(np.ceil(y1 * sy))) for x0, y0, x1, y1 in found]
+            boxes[: len(scaled)] = torch.tensor(scaled)
+        return i, torch.from_numpy(small)[None], torch.from_numpy(mask)[None], has_mask, boxes, ""
 
 
 def dataset_fingerprint(samples: Sequence[Sample], root: Path) -> str:
@@ -99,11 +114,6 @@ def dataset_fingerprint(samples: Sequence[Sample], root: Path) -> str:
             rel = str(s.path)
         h.update(f"{rel}\t{s.label}\t{sha256_file(s.path)}\n".encode())
     return h.hexdigest()
-
-
-def _dilate(masks: torch.Tensor, px: int) -> torch.Tensor:
-    """Binary dilation of (N, 1, H, W) masks by a square of radius ``px``, on the device."""
-    return F.max_pool2d(masks, 2 * px + 1, stride=1, padding=px) if px > 0 else masks
 
 
 def _read_done(csv_path: Path) -> tuple[list[dict[str, str]], set[str]]:
@@ -238,14 +248,14 @@ def audit(
         if stop_after_chunks is not None and n_chunks >= stop_after_chunks:
             raise KeyboardInterrupt(f"simulated interruption after {n_chunks} chunk(s)")
 
-    for idx, images, masks, has_mask, errors in loader:
+    for idx, images, masks, has_mask, box_tensor, errors in loader:
         ok = torch.tensor([not e for e in errors])
         for i, e in zip(idx.tolist(), errors):
             if e:
                 problems.append(Problem(todo[i].path, e, "image"))
         if not ok.any():
             continue
-        idx, images, masks, has_mask = idx[ok], images[ok], masks[ok], has_mask[ok]
+        idx, images, masks, has_mask, box_tensor = idx[ok], images[ok], masks[ok], has_mask[ok], box_tensor[ok]
         x = to_device(images, dev)
         m = masks.to(dev)
         mask_source = np.where(has_mask.numpy(), "given", "predicted")
@@ -261,7 +271,7 @@ def audit(
 
         cam = compute_cam(models.classifier, x, cfg.target_layer, method=cfg.cam, out_size=(size, size))
         probs_full = torch.softmax(cam.logits.float(), 1)
-        gate = _dilate(m, models.cls_cfg.mask_dilate_px)
+        gate = dilate_masks(m[:, 0], models.cls_cfg.mask_dilate_px)[:, None]
         x_masked = torch.where(gate > 0, x, torch.full_like(x, models.cls_cfg.fill_value))
         with torch.no_grad(), autocast(dev):
             probs_masked = torch.softmax(models.classifier(x_masked).float(), 1)
@@ -274,7 +284,7 @@ def audit(
 
         # Mean out-of-lung heatmap per predicted class: each map is scaled to unit energy first so
         # every image weighs the same, whatever its raw gradient magnitude.
-        outside = cam.cams * (1 - _dilate(m, tol_px)[:, 0])
+        outside = cam.cams * (1 - dilate_masks(m[:, 0], tol_px))
         unit = cam.cams / cam.cams.sum((1, 2), keepdim=True).clamp_min(1e-12)
         sums.index_add_(0, pred_full, unit * (outside > 0))
         counts.index_add_(0, pred_full, torch.ones_like(pred_full, dtype=torch.float32))
@@ -282,7 +292,7 @@ def audit(
         # Only the few scalars per image, and the pixels of flagged images, leave the device.
         images_np = images[:, 0].numpy()
         masks_np = m[:, 0].cpu().numpy().astype(bool)
-        boxes = find_marker_boxes(images_np, masks_np)
+        boxes = [_outside_lungs(b, mk) for b, mk in zip(box_tensor.tolist(), masks_np)]
         cams_np = cam.cams.cpu().numpy()
         cols = {k: v.cpu().numpy() for k, v in energy.items()}
         pf, pm, fl, dr = pred_full.cpu().numpy(), pred_masked.cpu().numpy(), flip.cpu().numpy(), drop.cpu().numpy()
@@ -299,7 +309,7 @@ def audit(
                 "pred_masked": class_names[pm[j]], "prob_masked": pmask[j, pf[j]], "prob_drop": dr[j], "flip": fl[j],
                 "e_in": cols["e_in"][j], "e_in_tol": cols["e_in_tol"][j], "e_out": cols["e_out"][j],
                 "e_out_tol": cols["e_out_tol"][j], "e_in_ratio": cols["e_in_ratio"][j], "lung_area": cols["lung_area"][j],
-                "no_evidence": cols["no_evidence"][j], "region": "" if cols["no_evidence"][j] else REGION_NAMES[reg[j]],
+                "no_evidence": cols["no_evidence"][j], "region": REGION_NAMES[reg[j]] if reg[j] >= 0 else "",
                 "marker_overlap": overlap, "marker_box": " ".join(str(int(v * scale)) for v in box) if box else "",
                 "flagged": fg[j], "reasons": ";".join(reasons[j]), "overlay": "",
             }  # fmt: skip
@@ -355,6 +365,17 @@ def audit(
 
 _SUMMARY_ORDER = ("schema_version", "lungaudit_version", "created", "run_dir", "checkpoints", "dataset", "config",
                   "class_names", "counts", "overall")  # fmt: skip
+
+
+def _outside_lungs(rows: list[list[int]], mask: np.ndarray, max_overlap: float = 0.1) -> list[tuple[int, int, int, int]]:
+    """Valid boxes (padding rows dropped) that do not sit mainly on the lungs of the final mask."""
+    keep = []
+    for x0, y0, x1, y1 in rows:
+        if x0 < 0 or x1 <= x0 or y1 <= y0:
+            continue
+        if mask[y0:y1, x0:x1].mean() <= max_overlap:
+            keep.append((x0, y0, x1, y1))
+    return keep
 
 
 def _pick_box(cam: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int] | None:
