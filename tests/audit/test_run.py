@@ -64,11 +64,21 @@ def test_resume_after_crash_loses_and_duplicates_nothing(tiny_synth, tiny_run, t
     assert s_resumed["counts"] == s_fresh["counts"]
 
 
+class Window(nn.Module):
+    def __init__(self, window: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("window", window)
+
+    def forward(self, x):
+        return x * self.window
+
+
 class WindowModel(nn.Module):
     """Looks only through a fixed window: class 0 (COVID) when it holds a white token, else class 2.
 
     With the window on the top-left corner this is a pure marker-reader, the shortcut the auditor
-    must catch; with the window on the left lung it is a lung-reader it must leave alone.
+    must catch; with the window on the left lung it is a lung-reader it must leave alone. The
+    window is part of ``layer4`` so its activations, and hence its Grad-CAM, live only there.
     """
 
     def __init__(self, size: int, corner: bool) -> None:
@@ -77,21 +87,21 @@ class WindowModel(nn.Module):
         if corner:
             w[..., : size // 5, : size // 5] = 1
         else:
-            w[..., size // 3 : 2 * size // 3, size // 5 : size // 3] = 1
-        self.register_buffer("window", w)
-        self.layer4 = nn.Conv2d(1, 2, 1)
+            # the core of the left lung field, inside the lungs of (nearly) every phantom
+            w[..., int(0.4 * size) : int(0.6 * size), int(0.25 * size) : int(0.35 * size)] = 1
+        conv = nn.Conv2d(1, 2, 1)
+        self.layer4 = nn.Sequential(conv, nn.ReLU(), Window(w))
         self.fc = nn.Linear(2, 4)
         with torch.no_grad():
-            self.layer4.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
-            self.layer4.bias.copy_(torch.tensor([-0.95, 0.95]))
+            conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
+            conv.bias.copy_(torch.tensor([-0.95, 0.95]))
             self.fc.weight.zero_()
             self.fc.bias.zero_()
             self.fc.weight[0, 0] = 500.0
             self.fc.weight[2, 1] = 5.0
 
     def forward(self, x):
-        a = torch.relu(self.layer4(x * self.window))
-        return self.fc(a.amax((2, 3)))
+        return self.fc(self.layer4(x).amax((2, 3)))
 
 
 for _name, _corner in (("test_corner_reader", True), ("test_lung_reader", False)):
