@@ -162,3 +162,9 @@ def test_normalize_per_image() -> None:
     out = normalize_per_image(cams)
     torch.testing.assert_close(out[0], torch.tensor([[0.0, 0.5], [0.25, 1.0]]), atol=1e-6, rtol=0)
     assert bool((out[1] == 0).all())  # a flat map scales to zeros, not NaN
+
+
+def test_works_inside_a_callers_no_grad(resnet: nn.Module, batch: torch.Tensor) -> None:
+    ref = compute_cam(resnet, batch, "layer4").cams
+    with torch.no_grad():
+        torch.testing.assert_close(compute_cam(resnet, batch, "layer4").cams, ref)
