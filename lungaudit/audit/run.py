@@ -18,6 +18,7 @@ import hashlib
 import io
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -37,7 +38,14 @@ from lungaudit.data.records import Dataset, Problem, Sample
 from lungaudit.explain.cam import compute_cam
 from lungaudit.training.loop import autocast, to_device
 from lungaudit.training.restore import TrainedModels, load_run
-from lungaudit.utils import atomic_write_json, atomic_write_png, resolve_device, sha256_file
+from lungaudit.utils import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_png,
+    atomic_write_text,
+    resolve_device,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +131,7 @@ def _read_done(csv_path: Path) -> tuple[list[dict[str, str]], set[str]]:
     text = csv_path.read_text()
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
-        csv_path.write_text(text)
+        atomic_write_text(csv_path, text)
     rows = list(csv.DictReader(io.StringIO(text)))
     return rows, {r["key"] for r in rows}
 
@@ -201,7 +209,7 @@ def audit(
             part.unlink()  # its rows never landed: the chunk will be redone
     todo = [s for s in dataset.samples if s.key not in done_keys]
     if not csv_path.is_file():
-        csv_path.write_text(",".join(columns) + "\n")
+        atomic_write_text(csv_path, ",".join(columns) + "\n")
 
     need_seg = cfg.predict_masks or any(s.mask_path is None for s in todo)
     if need_seg and models.segmenter is None:
@@ -219,8 +227,6 @@ def audit(
     counts = torch.zeros(len(class_names), device=dev)
     chunk_keys: list[str] = []
     processed = 0
-    import time
-
     t0 = time.perf_counter()
 
     def flush() -> None:
@@ -230,8 +236,6 @@ def audit(
         part = out_dir / "partials" / f"{n_chunks:05d}.npz"
         buf = io.BytesIO()
         np.savez(buf, keys=np.array(chunk_keys), sums=sums.cpu().numpy(), counts=counts.cpu().numpy())
-        from lungaudit.utils import atomic_write_bytes
-
         atomic_write_bytes(part, buf.getvalue())
         text = io.StringIO()
         csv.DictWriter(text, fieldnames=columns, lineterminator="\n").writerows(
@@ -302,7 +306,6 @@ def audit(
             s = todo[i]
             overlap = hotspot_overlaps_marker(cams_np[j], masks_np[j], boxes[j])
             box = _pick_box(cams_np[j], boxes[j])
-            scale = 1.0  # boxes are at audit resolution
             row: dict[str, Any] = {
                 "key": s.key, "path": str(s.path), "label": s.label, "source": s.source, "split": s.split,
                 "mask_source": mask_source[j], "pred": class_names[pf[j]], "prob_pred": pfull[j, pf[j]],
@@ -310,7 +313,7 @@ def audit(
                 "e_in": cols["e_in"][j], "e_in_tol": cols["e_in_tol"][j], "e_out": cols["e_out"][j],
                 "e_out_tol": cols["e_out_tol"][j], "e_in_ratio": cols["e_in_ratio"][j], "lung_area": cols["lung_area"][j],
                 "no_evidence": cols["no_evidence"][j], "region": REGION_NAMES[reg[j]] if reg[j] >= 0 else "",
-                "marker_overlap": overlap, "marker_box": " ".join(str(int(v * scale)) for v in box) if box else "",
+                "marker_overlap": overlap, "marker_box": " ".join(map(str, box)) if box else "",
                 "flagged": fg[j], "reasons": ";".join(reasons[j]), "overlay": "",
             }  # fmt: skip
             row.update({f"p_{c}": pfull[j, k] for k, c in enumerate(class_names)})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -29,13 +28,15 @@ class LayoutChoice(str, Enum):
 
 
 def _problems_target(dataset: Path, explicit: Path | None) -> Path:
-    """``--problems-csv`` if given, else ``<dataset folder>/problems.csv`` if writable, else ``./problems.csv``."""
+    """``--problems-csv`` if given, else ``runs/inspect/<data set name>/problems.csv``.
+
+    Never inside the data set itself: curators' folders may be read-only or shared, and a stray
+    CSV there would be one more file for the next loader to skip.
+    """
     if explicit is not None:
         return explicit
-    folder = dataset if dataset.is_dir() else dataset.parent
-    if folder.is_dir() and os.access(folder, os.W_OK):
-        return folder / "problems.csv"
-    return Path.cwd() / "problems.csv"
+    name = (dataset.stem if dataset.suffix.lower() == ".csv" else dataset.resolve().name) or "dataset"
+    return Path("runs") / "inspect" / name / "problems.csv"
 
 
 def _render(ins: Inspection) -> None:
@@ -105,7 +106,7 @@ def inspect(
     dataset: Path = typer.Argument(..., help="Data set folder, or a manifest .csv."),
     layout: LayoutChoice = typer.Option(LayoutChoice.auto, "--layout", help="On-disk layout; auto detects it."),
     problems_csv: Optional[Path] = typer.Option(  # noqa: UP007 - typer needs Optional on 3.10
-        None, "--problems-csv", help="Where to write problems.csv (default: inside the data set, else ./)."
+        None, "--problems-csv", help="Where to write problems.csv (default: runs/inspect/<data set>/problems.csv)."
     ),
 ) -> None:
     """Count a data set by class, split and source, and list every unusable file with its reason."""

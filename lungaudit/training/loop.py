@@ -126,6 +126,10 @@ def run_stage(
         model.eval()
         val = stage.evaluate(model)
         score = val["score"]
+        if not math.isfinite(score):
+            # No validation images (e.g. a small segmentation-only set used whole for training):
+            # fall back to the training loss, so "best" still means something.
+            score = -totals.get("loss", 0.0) / max(n_batches, 1)
         improved = score > best
         best, bad_epochs = (score, 0) if improved else (best, bad_epochs + 1)
         stop = stage.patience > 0 and bad_epochs >= stage.patience

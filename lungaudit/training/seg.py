@@ -47,7 +47,7 @@ class SegDataset(Dataset):
 def seg_metrics(model: nn.Module, images: np.ndarray, masks: np.ndarray, batch_size: int) -> dict[str, float]:
     """Mean Dice/IoU at model resolution, raw and after OpenCV post-processing."""
     if len(images) == 0:
-        return {"dice": float("nan"), "iou": float("nan"), "dice_pp": float("nan"), "iou_pp": float("nan"), "score": 0.0}
+        return {"dice": float("nan"), "iou": float("nan"), "dice_pp": float("nan"), "iou_pp": float("nan"), "score": float("nan")}
     logits = predict_logits(model, torch.from_numpy(images[:, None]), batch_size)
     pred = (logits > 0).cpu()
     target = torch.from_numpy(masks[:, None].astype(bool))

@@ -269,10 +269,12 @@ def test_inspect_cli_lists_problems(malformed_tree, tmp_path: Path) -> None:
     assert out.is_file() and len(out.read_text().splitlines()) == len(expected) + 1
 
 
-def test_inspect_cli_default_target_and_empty(covid_tree: Path, tmp_path: Path) -> None:
+def test_inspect_cli_default_target_and_empty(covid_tree: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
     res = _invoke(["inspect", str(covid_tree)])
     assert res.exit_code == 0, res.output
-    assert (covid_tree / "problems.csv").is_file()
+    assert (tmp_path / "runs" / "inspect" / covid_tree.name / "problems.csv").is_file()
+    assert not (covid_tree / "problems.csv").exists()
     assert load_dataset(covid_tree).problems == []  # the report itself does not disturb the layout
     (tmp_path / "empty").mkdir()
     res = _invoke(["inspect", str(tmp_path / "empty")])
