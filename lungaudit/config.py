@@ -55,7 +55,7 @@ class SegConfig:
     encoder_depth: int = 4
     decoder_channels: tuple[int, ...] = (64, 32, 16, 8)
     image_size: int = 128
-    epochs: int = 6
+    epochs: int = 4
     batch_size: int = 16
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -71,9 +71,9 @@ class ClsConfig:
     mask_prob: float = 0.5  # P(a training image is shown lung-masked)
     mask_dilate_px: int = 3  # dilation of the lung mask (at model resolution) before masking
     fill_value: float = 0.0
-    epochs: int = 12
+    epochs: int = 14
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 1e-3
     weight_decay: float = 1e-4
     patience: int = 4  # early stopping on validation macro-F1
     hflip: bool = False  # off: the heart sits on the left
