@@ -6,14 +6,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from lungaudit.classification.metrics import macro_f1
 from lungaudit.classification.model import build_classifier
 from lungaudit.config import ClsConfig, to_dict
 from lungaudit.training.arrays import apply_lung_mask, dilate
 from lungaudit.training.augment import cls_augment
-from lungaudit.training.loop import Stage, autocast, batches, to_device
+from lungaudit.training.loop import Stage, autocast, batches, to_device, train_loader
 
 CLS_MODEL_KEYS = ("arch", "image_size", "output_stride")
 
@@ -81,15 +81,7 @@ def cls_stage(
     num_workers: int = 0,
 ) -> Stage:
     dataset = ClsDataset(train_images, dilate(train_masks, cfg.mask_dilate_px), train_labels, cfg, seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=len(dataset) > cfg.batch_size,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(seed),
-    )
+    loader = train_loader(dataset, cfg.batch_size, seed, device, num_workers)
     weight = torch.as_tensor(class_weights, dtype=torch.float32, device=device)
     val_masked = masked_images(val_images, val_masks, cfg)
 

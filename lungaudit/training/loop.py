@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from lungaudit.training.callbacks import TrainCallback
 from lungaudit.training.checkpoint import Checkpoint, check_same_model, load_checkpoint, save_checkpoint
@@ -182,3 +182,24 @@ def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
 def batches(n: int, size: int) -> Iterator[slice]:
     for i in range(0, n, size):
         yield slice(i, min(n, i + size))
+
+
+def _reseed_worker(worker_id: int) -> None:
+    """Give each loader worker its own augmentation stream, derived from (seed, epoch, worker)."""
+    ds = get_worker_info().dataset
+    if getattr(ds, "transform", None) is not None:
+        ds.transform.set_random_seed(ds.seed * 10_007 + ds.epoch * 101 + worker_id + 1)
+
+
+def train_loader(dataset: Dataset, batch_size: int, seed: int, device: torch.device, num_workers: int = 0) -> DataLoader:
+    """Shuffled, seeded loader: the same seed gives the same batches in the same order."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=len(dataset) > batch_size,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=_reseed_worker if num_workers > 0 else None,
+    )

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from segmentation_models_pytorch.losses import DiceLoss
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from lungaudit.config import SegConfig, to_dict
 from lungaudit.segmentation.metrics import dice_iou
@@ -16,7 +16,7 @@ from lungaudit.segmentation.postprocess import postprocess_mask
 from lungaudit.segmentation.predict import predict_logits
 from lungaudit.training.arrays import Arrays
 from lungaudit.training.augment import seg_augment
-from lungaudit.training.loop import Stage, to_device
+from lungaudit.training.loop import Stage, to_device, train_loader
 
 SEG_MODEL_KEYS = ("arch", "encoder", "encoder_depth", "decoder_channels", "image_size")
 
@@ -30,6 +30,7 @@ class SegDataset(Dataset):
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
         if self.transform is not None:
             self.transform.set_random_seed(self.seed * 10_007 + epoch)
 
@@ -71,15 +72,7 @@ def seg_stage(cfg: SegConfig, train: Arrays, val: Arrays, seed: int, device: tor
     if cfg.max_train_images and len(idx) > cfg.max_train_images:
         idx = np.sort(rng.choice(idx, cfg.max_train_images, replace=False))
     dataset = SegDataset(train.images[idx], train.masks[idx], augment=True, seed=seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=len(dataset) > cfg.batch_size,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(seed),
-    )
+    loader = train_loader(dataset, cfg.batch_size, seed, device, num_workers)
     dice_loss = DiceLoss(mode="binary", from_logits=True)
 
     def loss_fn(model: nn.Module, batch, dev: torch.device):
