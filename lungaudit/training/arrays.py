@@ -62,10 +62,14 @@ def load_arrays(
 
 
 def dilate(masks: np.ndarray, px: int) -> np.ndarray:
-    """Dilate (N, H, W) or (H, W) {0,1} masks by ``px`` pixels with an elliptic kernel."""
+    """Dilate (N, H, W) or (H, W) {0,1} masks by a (2px+1)-square, exactly as the audit's max-pool does.
+
+    The audit rebuilds the lung-masked input on the device with ``audit.metrics.dilate_masks``; the
+    same square kernel here means the model is audited on the very masking it was trained with.
+    """
     if px <= 0:
         return masks
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
+    kernel = np.ones((2 * px + 1, 2 * px + 1), np.uint8)
     if masks.ndim == 2:
         return cv2.dilate(masks.astype(np.uint8), kernel)
     return np.stack([cv2.dilate(m.astype(np.uint8), kernel) for m in masks])

@@ -36,3 +36,14 @@ def test_masking_draws_are_reproducible_per_epoch():
     b = [ds[i][2] for i in range(64)]
     ds.set_epoch(0)
     assert [ds[i][2] for i in range(64)] == a and a != b
+
+
+def test_training_dilation_equals_the_audit_dilation():
+    from lungaudit.audit.metrics import dilate_masks
+    from lungaudit.training.arrays import dilate
+
+    rng = np.random.default_rng(0)
+    masks = (rng.random((3, 20, 20)) > 0.93).astype(np.uint8)
+    ours = dilate(masks, 3)
+    audit = dilate_masks(torch.from_numpy(masks), 3).numpy().astype(np.uint8)
+    assert np.array_equal(ours, audit)
