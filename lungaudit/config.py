@@ -91,7 +91,9 @@ class AuditConfig:
     batch_size: int = 32
     tolerance_px: int = 8  # band (at image resolution of the audit) added to M for tolerant E_in
     out_threshold: float = 0.5  # flag when tolerant E_out is above this
-    flag_on_flip: bool = True
+    flag_on_flip: str = "auto"  # auto | true | false; auto = only for models trained with masking
+    cam_floor: str = "mean"  # mean | none: subtract each heatmap's spatial mean before the ReLU energy
+    marker_counterfactual: bool = True  # re-classify with the detected markers painted over
     border_frac: float = 0.12  # width of the border/corner band, as a fraction of the side
     predict_masks: bool = False
     overlays: bool = True

@@ -56,6 +56,14 @@ def boxes_overlap(a: str, b: str, scale: float) -> bool:
     return ax0 < bx1 and bx0 < ax1 and ay0 < by1 and by0 < ay1
 
 
+def _precision(pred: np.ndarray, truth: np.ndarray) -> float:
+    return float((pred & truth).sum() / max(int(pred.sum()), 1))
+
+
+def _recall(pred: np.ndarray, truth: np.ndarray) -> float:
+    return float((pred & truth).sum() / max(int(truth.sum()), 1))
+
+
 def score(rows: list[dict], twin_pred: dict[str, str], planted: dict[str, str], scale: float) -> dict:
     reliant = np.array([twin_pred[r["key"]] != r["pred"] for r in rows])
     e_out = np.array([float(r["e_out_tol"]) if r["e_out_tol"] else 1.0 for r in rows])
@@ -73,6 +81,9 @@ def score(rows: list[dict], twin_pred: dict[str, str], planted: dict[str, str], 
         "flag_rate": float(flagged.mean()),
         "flag_precision": tp / max(int(flagged.sum()), 1),
         "flag_recall": tp / max(int(reliant.sum()), 1),
+        "masking_flip_rate": float(np.mean([r["flip"] == "true" for r in rows])),
+        "marker_flip_precision": _precision(np.array([r["marker_flip"] == "true" for r in rows]), reliant),
+        "marker_flip_recall": _recall(np.array([r["marker_flip"] == "true" for r in rows]), reliant),
         "flagged_in_marker_corner": float(np.mean([c for c, f in zip(corner, flagged) if f])) if flagged.any() else None,
         "acc_images": float(np.mean([r["pred"] == l for r, l in zip(rows, labels)])),
         "acc_twins": float(np.mean([twin_pred[r["key"]] == l for r, l in zip(rows, labels)])),
@@ -87,6 +98,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="override cls.epochs")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config override")
     ap.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
+    ap.add_argument("--reuse", action="store_true", help="reuse trained classifiers from an earlier run of this script")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
@@ -106,15 +118,17 @@ def main() -> None:
         cls = replace(base.cls, mask_prob=mask_prob, epochs=args.epochs or base.cls.epochs)
         cfg: TrainConfig = replace(base, cls=cls, project=str(args.out), name=f"mp{mask_prob:g}",
                                    data=replace(base.data, root=str(data_dir)))
+        run_dir = args.out / "train" / f"mp{mask_prob:g}"
         t0 = time.perf_counter()
-        run = train(cfg, stage="cls", run_dir=args.out / "train" / f"mp{mask_prob:g}")
+        if not (args.reuse and (run_dir / "weights" / "cls_best.pt").is_file()):
+            train(cfg, stage="cls", run_dir=run_dir)
         train_s = time.perf_counter() - t0
         audit_dir = args.out / "audit" / f"mp{mask_prob:g}"
         ds_test = load_dataset(data_dir)
         ds_test.samples = test
-        res = audit(ds_test, run.run_dir, audit_dir, cfg.audit, resume=False)
+        res = audit(ds_test, run_dir, audit_dir, cfg.audit, resume=False)
         rows = list(csv.DictReader(open(audit_dir / "audit.csv")))
-        models = load_run(run.run_dir, torch.device("cpu"))
+        models = load_run(run_dir, torch.device("cpu"))
         twins = load_arrays([Sample(path=Path(s.extra["twin"]), label=s.label) for s in test], models.cls_cfg.image_size)
         twin_probs = predict_probs(models.classifier, twins.images, 64)
         twin_pred = {s.key: models.class_names[k] for s, k in zip(test, twin_probs.argmax(1))}
@@ -124,6 +138,7 @@ def main() -> None:
         }
 
     keys = ["reliance_rate", "auroc_e_out_tol", "auroc_e_out", "flag_precision", "flag_recall", "flag_rate",
+            "marker_flip_precision", "marker_flip_recall", "masking_flip_rate",
             "flagged_in_marker_corner", "acc_images", "acc_twins", "train_s", "audit_images_per_s"]
     table = Table(title=f"Audit validity (test split, markers at rate {args.shortcut_rate} in train)")
     table.add_column("metric")

@@ -8,6 +8,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from lungaudit.audit.metrics import REASONS
 from lungaudit.classification.metrics import classification_report
 from lungaudit.utils import atomic_write_png
 
@@ -30,10 +31,11 @@ def _nanmean(x: np.ndarray) -> float | None:
 def group_stats(rows: list[dict[str, str]]) -> dict[str, Any]:
     """n, flag rate, mean strict/tolerant E_in, flip rate and (where labelled) accuracy of ``rows``."""
     if not rows:
-        return {"n": 0, "flag_rate": None, "mean_e_in": None, "mean_e_in_tol": None, "flip_rate": None, "accuracy": None}
+        return {"n": 0, "marker_flip_rate": None, "flag_rate": None, "mean_e_in": None, "mean_e_in_tol": None, "flip_rate": None, "accuracy": None}
     labelled = [r for r in rows if r["label"]]
     return {
         "n": len(rows),
+        "marker_flip_rate": float(np.mean([_b(r["marker_flip"]) for r in rows])),
         "flag_rate": float(np.mean([_b(r["flagged"]) for r in rows])),
         "mean_e_in": _nanmean(np.array([_f(r["e_in"]) for r in rows])),
         "mean_e_in_tol": _nanmean(np.array([_f(r["e_in_tol"]) for r in rows])),
@@ -55,7 +57,7 @@ def aggregate_rows(rows: list[dict[str, str]], class_names: list[str]) -> dict[s
     """The ``counts``/``overall``/``per_*``/``regions``/``reasons``/``metrics`` blocks of summary.json."""
     labelled = [r for r in rows if r["label"]]
     e_in = np.array([_f(r["e_in"]) for r in rows])
-    reasons: dict[str, int] = {"out_of_lung_energy": 0, "flip_under_masking": 0, "no_evidence": 0}
+    reasons: dict[str, int] = dict.fromkeys(REASONS, 0)
     for r in rows:
         for reason in filter(None, r["reasons"].split(";")):
             reasons[reason] = reasons.get(reason, 0) + 1

@@ -31,7 +31,9 @@ from torch.utils.data import DataLoader, Dataset as TorchDataset
 
 from lungaudit import __version__
 from lungaudit.audit.markers import find_marker_boxes, hotspot_overlaps_marker
-from lungaudit.audit.metrics import dilate_masks, flag, lung_energy, masking_counterfactual
+from lungaudit.audit.schema import BASE_COLUMNS, SCHEMA_VERSION
+from lungaudit.audit.counterfactual import box_holes, fill_from_surroundings
+from lungaudit.audit.metrics import dilate_masks, flag, lung_energy, masking_counterfactual, remove_floor
 from lungaudit.audit.regions import REGION_NAMES, dominant_region
 from lungaudit.config import AuditConfig, to_dict
 from lungaudit.data.records import Dataset, Problem, Sample
@@ -49,12 +51,6 @@ from lungaudit.utils import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-BASE_COLUMNS = (
-    "key", "path", "label", "source", "split", "mask_source", "pred", "prob_pred", "pred_masked", "prob_masked",
-    "prob_drop", "flip", "e_in", "e_in_tol", "e_out", "e_out_tol", "e_in_ratio", "lung_area", "no_evidence",
-    "region", "marker_overlap", "marker_box", "flagged", "reasons", "overlay",
-)  # fmt: skip
 CHUNK = 256
 
 
@@ -194,6 +190,9 @@ def audit(
     if unknown:
         raise ValueError(f"the data has classes {unknown} that the model in {run_dir} was not trained on ({class_names})")
     size = models.cls_cfg.image_size
+    flag_on_flip = resolve_flag_on_flip(cfg.flag_on_flip, models.cls_cfg.mask_prob)
+    if cfg.cam_floor not in ("mean", "none"):
+        raise ValueError(f"audit.cam_floor must be 'mean' or 'none', got {cfg.cam_floor!r}")
     out_dir = Path(out_dir)
     (out_dir / "partials").mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "audit.csv"
@@ -274,6 +273,7 @@ def audit(
         m = (m > 0.5).float()
 
         cam = compute_cam(models.classifier, x, cfg.target_layer, method=cfg.cam, out_size=(size, size))
+        heat = remove_floor(cam.cams) if cfg.cam_floor == "mean" else cam.cams
         probs_full = torch.softmax(cam.logits.float(), 1)
         gate = dilate_masks(m[:, 0], models.cls_cfg.mask_dilate_px)[:, None]
         x_masked = torch.where(gate > 0, x, torch.full_like(x, models.cls_cfg.fill_value))
@@ -281,25 +281,35 @@ def audit(
             probs_masked = torch.softmax(models.classifier(x_masked).float(), 1)
 
         tol_px = max(1, round(cfg.tolerance_px * size / 128))
-        energy = lung_energy(cam.cams, m[:, 0], tol_px)
+        energy = lung_energy(heat, m[:, 0], tol_px)
         pred_full, pred_masked, flip, drop = masking_counterfactual(probs_full, probs_masked)
-        region_idx, _shares = dominant_region(cam.cams, m[:, 0], cfg.border_frac, tol_px)
-        flagged, reasons = flag(energy["e_out_tol"], flip, energy["no_evidence"], cfg.out_threshold, cfg.flag_on_flip)
+        region_idx, _shares = dominant_region(heat, m[:, 0], cfg.border_frac, tol_px)
+
+        masks_np = m[:, 0].cpu().numpy().astype(bool)
+        boxes = [_outside_lungs(b, mk) for b, mk in zip(box_tensor.tolist(), masks_np)]
+        pred_clean = pred_full.clone()
+        if cfg.marker_counterfactual and any(boxes):
+            holes = box_holes(boxes, (size, size), 3, dev) * (1 - dilate_masks(m[:, 0], 2))
+            has = holes.flatten(1).amax(1) > 0
+            with torch.no_grad(), autocast(dev):
+                pred_clean[has] = models.classifier(fill_from_surroundings(x[has], holes[has])).float().argmax(1)
+        marker_flip = pred_clean != pred_full
+        flagged, reasons = flag(energy["e_out_tol"], flip, energy["no_evidence"], cfg.out_threshold, flag_on_flip,
+                                marker_flip if cfg.marker_counterfactual else None)
 
         # Mean out-of-lung heatmap per predicted class: each map is scaled to unit energy first so
         # every image weighs the same, whatever its raw gradient magnitude.
-        outside = cam.cams * (1 - dilate_masks(m[:, 0], tol_px))
-        unit = cam.cams / cam.cams.sum((1, 2), keepdim=True).clamp_min(1e-12)
-        sums.index_add_(0, pred_full, unit * (outside > 0))
+        outside = heat * (1 - dilate_masks(m[:, 0], tol_px))
+        unit = outside / heat.sum((1, 2), keepdim=True).clamp_min(1e-12)
+        sums.index_add_(0, pred_full, unit)
         counts.index_add_(0, pred_full, torch.ones_like(pred_full, dtype=torch.float32))
 
         # Only the few scalars per image, and the pixels of flagged images, leave the device.
         images_np = images[:, 0].numpy()
-        masks_np = m[:, 0].cpu().numpy().astype(bool)
-        boxes = [_outside_lungs(b, mk) for b, mk in zip(box_tensor.tolist(), masks_np)]
-        cams_np = cam.cams.cpu().numpy()
+        cams_np = heat.cpu().numpy()
         cols = {k: v.cpu().numpy() for k, v in energy.items()}
         pf, pm, fl, dr = pred_full.cpu().numpy(), pred_masked.cpu().numpy(), flip.cpu().numpy(), drop.cpu().numpy()
+        pc, mf = pred_clean.cpu().numpy(), marker_flip.cpu().numpy()
         pfull, pmask = probs_full.cpu().numpy(), probs_masked.cpu().numpy()
         reg, fg = region_idx.cpu().numpy(), flagged.cpu().numpy()
         for j, i in enumerate(idx.tolist()):
@@ -314,6 +324,7 @@ def audit(
                 "e_out_tol": cols["e_out_tol"][j], "e_in_ratio": cols["e_in_ratio"][j], "lung_area": cols["lung_area"][j],
                 "no_evidence": cols["no_evidence"][j], "region": REGION_NAMES[reg[j]] if reg[j] >= 0 else "",
                 "marker_overlap": overlap, "marker_box": " ".join(map(str, box)) if box else "",
+                "pred_without_markers": class_names[pc[j]], "marker_flip": mf[j],
                 "flagged": fg[j], "reasons": ";".join(reasons[j]), "overlay": "",
             }  # fmt: skip
             row.update({f"p_{c}": pfull[j, k] for k, c in enumerate(class_names)})
@@ -368,6 +379,23 @@ def audit(
 
 _SUMMARY_ORDER = ("schema_version", "lungaudit_version", "created", "run_dir", "checkpoints", "dataset", "config",
                   "class_names", "counts", "overall")  # fmt: skip
+
+
+def resolve_flag_on_flip(setting: str | bool, mask_prob: float) -> bool:
+    """``auto``: a masking flip is evidence only if the model saw masked images in training.
+
+    A model trained with ``mask_prob=0`` has never seen a lung-masked film; its prediction on one is
+    out of distribution, so a flip there says nothing about shortcuts (on the marker benchmark such
+    a model flipped on 76% of test images, against 21% that truly relied on the marker).
+    """
+    value = str(setting).strip().lower()
+    if value == "auto":
+        return mask_prob > 0
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(f"audit.flag_on_flip must be auto, true or false, got {setting!r}")
 
 
 def _outside_lungs(rows: list[list[int]], mask: np.ndarray, max_overlap: float = 0.1) -> list[tuple[int, int, int, int]]:

@@ -22,19 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lungaudit.audit.metrics import REASONS  # noqa: E402  (one contract for writer and readers)
+from lungaudit.audit.regions import REGION_NAMES as REGIONS  # noqa: E402
+from lungaudit.audit.schema import BASE_COLUMNS as AUDIT_COLUMNS, SCHEMA_VERSION  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
 AUDIT_CSV = "audit.csv"
-SCHEMA_VERSION = 1
-
-AUDIT_COLUMNS: tuple[str, ...] = (
-    "key", "path", "label", "source", "split", "mask_source", "pred", "prob_pred", "pred_masked",
-    "prob_masked", "prob_drop", "flip", "e_in", "e_in_tol", "e_out", "e_out_tol", "e_in_ratio",
-    "lung_area", "no_evidence", "region", "marker_overlap", "marker_box", "flagged", "reasons", "overlay",
-)  # followed by one p_<class> column per class name
-REGIONS: tuple[str, ...] = ("border", "above", "below", "lateral", "mediastinum")
-REASONS: tuple[str, ...] = ("out_of_lung_energy", "flip_under_masking", "no_evidence")
 GROUP_STATS: tuple[str, ...] = ("flag_rate", "mean_e_in", "flip_rate", "accuracy")
 METRIC_NAMES: tuple[str, ...] = ("sensitivity", "specificity", "ppv", "npv", "f1", "auc")
 

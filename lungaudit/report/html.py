@@ -26,6 +26,7 @@ _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif
 _REASON_TEXT = {
     "out_of_lung_energy": "out-of-lung energy",
     "flip_under_masking": "flip under masking",
+    "flip_without_markers": "flip without markers",
     "no_evidence": "no evidence",
 }
 DASH = "\u2014"

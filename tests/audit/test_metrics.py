@@ -114,7 +114,30 @@ def test_flag_reasons() -> None:
     flagged, reasons = flag(e_out_tol, flip, no_ev, out_threshold=0.5, flag_on_flip=False)
     assert flagged.tolist() == [True, False, False, True, True, False]
     assert reasons[4] == ["out_of_lung_energy"]
-    assert set(REASONS) == {"out_of_lung_energy", "flip_under_masking", "no_evidence"}
+    assert set(REASONS) == {"out_of_lung_energy", "flip_under_masking", "flip_without_markers", "no_evidence"}
+    marker_flip = torch.tensor([False, False, True, False, False, False])
+    flagged, reasons = flag(e_out_tol, flip, no_ev, 0.5, False, marker_flip)
+    assert flagged.tolist() == [True, False, True, True, True, False]
+    assert reasons[2] == ["flip_without_markers"]
+
+
+def test_remove_floor_by_hand() -> None:
+    from lungaudit.audit.metrics import remove_floor
+
+    cams = torch.tensor([[[1.0, 1.0], [1.0, 5.0]]])  # mean 2
+    assert remove_floor(cams).tolist() == [[[0.0, 0.0], [0.0, 3.0]]]
+    with pytest.raises(ValueError):
+        remove_floor(cams[0])
+
+
+def test_fill_from_surroundings_paints_over_a_token() -> None:
+    from lungaudit.audit.counterfactual import box_holes, fill_from_surroundings
+
+    x = torch.full((1, 1, 32, 32), 0.3)
+    x[0, 0, 2:6, 2:8] = 1.0  # a burned-in token
+    holes = box_holes([[(2, 2, 8, 6)]], (32, 32), pad_px=1, device=torch.device("cpu"))
+    out = fill_from_surroundings(x, holes, kernel=15)
+    assert torch.allclose(out, torch.full_like(x, 0.3))  # token gone, the rest untouched
 
 
 def test_flag_rejects_bad_input() -> None:

@@ -89,6 +89,8 @@ def build_rows(n: int, labeled: bool, seed: int) -> list[dict[str, Any]]:
                 "region": region,
                 "marker_overlap": bool(region == "border"),
                 "marker_box": "2 3 10 12" if region == "border" else None,
+                "pred_without_markers": pred,
+                "marker_flip": False,
                 "flagged": flagged,
                 "reasons": reasons,
                 "overlay": f"overlays/img_{i:03d}.png" if flagged else None,
