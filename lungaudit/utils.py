@@ -13,16 +13,21 @@ from typing import Any
 import numpy as np
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and rename, so readers never see half a file."""
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write via a temp file in the same folder and rename, so readers never see half a file.
+
+    ``durable=False`` skips the fsync: still atomic for readers, but not guaranteed to survive a
+    power cut; for files that can be regenerated (overlays), where fsync would dominate the cost.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -49,13 +54,13 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def atomic_write_png(path: Path, image: np.ndarray) -> None:
+def atomic_write_png(path: Path, image: np.ndarray, durable: bool = True) -> None:
     import cv2
 
     ok, buf = cv2.imencode(".png", image)
     if not ok:
         raise OSError(f"could not encode PNG for {path}")
-    atomic_write_bytes(path, buf.tobytes())
+    atomic_write_bytes(path, buf.tobytes(), durable=durable)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

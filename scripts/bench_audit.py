@@ -1,7 +1,8 @@
 """End-to-end audit throughput against the sum-of-forward-passes limit of its models.
 
-The audit has to run the classifier twice (full image, lung-masked image) and, where masks are
-predicted, the U-Net once. Those plain no-grad forwards on already-decoded tensors are the limit;
+The audit has to run the classifier three times (full image with the Grad-CAM, lung-masked image,
+image with its detected markers painted over; every synthetic image carries a marker) and, where
+masks are predicted, the U-Net once. Those plain no-grad forwards on already-decoded tensors are the limit;
 the whole ``audit`` (decode -> segment -> classify twice -> CAM -> metrics -> write) is timed
 against it on the same images, model and device.
 
@@ -71,6 +72,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "runs/bench/audit_speed")
+    ap.add_argument("--run", type=Path, default=ROOT / "runs/train/default",
+                    help="trained run to audit with (its flag rate sets the overlay work); untrained weights if absent")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -79,9 +82,16 @@ def main() -> None:
     if not (data / "manifest.csv").is_file():
         generate(data, SynthConfig(n_per_class=args.n_per_class, size=args.size, seed=1))
     ds = load_dataset(data)
-    cls_cfg, seg_cfg = ClsConfig(), SegConfig()
-    run = args.out / "run"
-    make_run(run, cls_cfg, seg_cfg, list(ds.class_names))
+    if (args.run / "weights" / "cls_best.pt").is_file():
+        from lungaudit.training.restore import load_run
+
+        run = args.run
+        trained = load_run(run, torch.device("cpu"))
+        cls_cfg, seg_cfg = trained.cls_cfg, trained.seg_cfg or SegConfig()
+    else:
+        cls_cfg, seg_cfg = ClsConfig(), SegConfig()
+        run = args.out / "run"
+        make_run(run, cls_cfg, seg_cfg, list(ds.class_names))
 
     from lungaudit.training.arrays import load_arrays
 
@@ -97,8 +107,8 @@ def main() -> None:
 
     results = []
     for label, predict, limit_s in (
-        ("given masks (2 classifier forwards)", False, 2 * t_cls),
-        ("predicted masks (2 classifier + 1 U-Net forwards)", True, 2 * t_cls + t_seg),
+        ("given masks (3 classifier forwards)", False, 3 * t_cls),
+        ("predicted masks (3 classifier + 1 U-Net forwards)", True, 3 * t_cls + t_seg),
     ):
         out = args.out / ("audit_pred" if predict else "audit_given")
         shutil.rmtree(out, ignore_errors=True)
@@ -127,11 +137,12 @@ def main() -> None:
     lines = [
         f"Measured {dt.date.today()} on {name}, torch {torch.__version__}; `python scripts/bench_audit.py --device {device.type}`.",
         f"{n} synthetic images at {args.size} px, classifier {cls_cfg.arch} at {cls_cfg.image_size} px, batch {args.batch_size}, "
-        f"{args.workers} decode worker(s). The limit is the sum of plain no-grad forwards on pre-decoded tensors.",
+        f"{args.workers} decode worker(s), models from `{run.relative_to(ROOT) if run.is_relative_to(ROOT) else run}`. "
+        "The limit is the sum of plain no-grad forwards on pre-decoded tensors.",
         "",
-        "| mode | limit img/s | audit img/s | audit / limit |",
-        "|---|---:|---:|---:|",
-        *[f"| {r['mode']} | {r['limit_images_per_s']:.1f} | {r['audit_images_per_s']:.1f} | {r['ratio']:.2f}x |" for r in results],
+        "| mode | limit img/s | audit img/s | audit / limit | flagged |",
+        "|---|---:|---:|---:|---:|",
+        *[f"| {r['mode']} | {r['limit_images_per_s']:.1f} | {r['audit_images_per_s']:.1f} | {r['ratio']:.2f}x | {r['flagged']}/{r['images']} |" for r in results],
     ]
     write_benchmark_section(ROOT / "BENCHMARKS.md", f"Audit throughput ({device.type})", "\n".join(lines))
 

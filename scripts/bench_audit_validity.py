@@ -139,7 +139,7 @@ def main() -> None:
 
     keys = ["reliance_rate", "auroc_e_out_tol", "auroc_e_out", "flag_precision", "flag_recall", "flag_rate",
             "marker_flip_precision", "marker_flip_recall", "masking_flip_rate",
-            "flagged_in_marker_corner", "acc_images", "acc_twins", "train_s", "audit_images_per_s"]
+            "flagged_in_marker_corner", "acc_images", "acc_twins"]
     table = Table(title=f"Audit validity (test split, markers at rate {args.shortcut_rate} in train)")
     table.add_column("metric")
     for label in results:

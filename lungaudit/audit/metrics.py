@@ -37,8 +37,10 @@ def dilate_masks(masks: torch.Tensor, tolerance_px: int) -> torch.Tensor:
     m = masks.float()
     if tolerance_px == 0:
         return m
+    # A square structuring element is separable: a row pass then a column pass costs 2k, not k^2.
     k = 2 * tolerance_px + 1
-    return F.max_pool2d(m[:, None], kernel_size=k, stride=1, padding=tolerance_px)[:, 0]
+    rows = F.max_pool2d(m[:, None], kernel_size=(1, k), stride=1, padding=(0, tolerance_px))
+    return F.max_pool2d(rows, kernel_size=(k, 1), stride=1, padding=(tolerance_px, 0))[:, 0]
 
 
 def lung_energy(cams: torch.Tensor, masks: torch.Tensor, tolerance_px: int) -> dict[str, torch.Tensor]:

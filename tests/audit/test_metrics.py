@@ -136,7 +136,7 @@ def test_fill_from_surroundings_paints_over_a_token() -> None:
     x = torch.full((1, 1, 32, 32), 0.3)
     x[0, 0, 2:6, 2:8] = 1.0  # a burned-in token
     holes = box_holes([[(2, 2, 8, 6)]], (32, 32), pad_px=1, device=torch.device("cpu"))
-    out = fill_from_surroundings(x, holes, kernel=15)
+    out = fill_from_surroundings(x, holes)
     assert torch.allclose(out, torch.full_like(x, 0.3))  # token gone, the rest untouched
 
 
