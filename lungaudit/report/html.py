@@ -261,8 +261,9 @@ def _bias(a: AuditDir) -> str:
     flagged = s["counts"]["flagged"]
     return (
         '<section id="bias"><h2>Bias</h2>'
-        '<p class="muted">E_in is the share of Grad-CAM energy inside the lung mask; a flag means the tolerant '
-        "out-of-lung energy crossed the threshold or the prediction flipped when everything outside the lungs was masked.</p>"
+        '<p class="muted">E_in is the share of Grad-CAM energy inside the lung mask. A flag means the tolerant '
+        "out-of-lung energy crossed the threshold, or the prediction changed when the detected burned-in markers were "
+        "painted over, or (for models trained with masking) when everything outside the lungs was masked.</p>"
         f"<h3>Per {'true' if labeled else 'predicted'} class</h3>{_group_table(s['per_class'], 'class')}"
         + (f"<h3>Per predicted class</h3>{_group_table(s['per_predicted_class'], 'predicted')}" if labeled else "")
         + f"<h3>Per source</h3>{_group_table(s['per_source'], 'source')}"
