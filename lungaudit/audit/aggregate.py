@@ -100,16 +100,24 @@ def write_mean_outside(out_dir: Path, class_names: list[str], side: int = 256) -
     written: dict[str, str] = {}
     if sums is None:
         return written
-    # One colour scale for all classes, so a class whose heatmaps leave the lungs more looks hotter.
+    # Left panel: the class's mean out-of-lung heatmap, one colour scale for all classes so a class
+    # whose heatmaps leave the lungs more looks hotter. Right panel: what is specific to the class,
+    # its excess over the all-class mean; anatomy every class spills onto (heart, diaphragm)
+    # cancels there, and a class-correlated corner token stands out.
     means = sums / np.maximum(counts, 1)[:, None, None]
-    vmax = max(float(means.max()), 1e-12)
+    overall = sums.sum(0) / max(counts.sum(), 1)
+    excess = np.maximum(means - overall, 0)
+    vmax, emax = max(float(means.max()), 1e-12), max(float(excess.max()), 1e-12)
     for k, name in enumerate(class_names):
         if counts[k] == 0:
             continue
-        img = cv2.resize((means[k] / vmax * 255).astype(np.uint8), (side, side), interpolation=cv2.INTER_LINEAR)
-        colored = cv2.applyColorMap(img, cv2.COLORMAP_INFERNO)
-        cv2.putText(colored, f"{name} (n={int(counts[k])})", (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        panels = []
+        for img, top, caption in ((means[k], vmax, f"{name} (n={int(counts[k])})"), (excess[k], emax, "vs other classes")):
+            small = cv2.resize((img / top * 255).astype(np.uint8), (side, side), interpolation=cv2.INTER_LINEAR)
+            colored = cv2.applyColorMap(small, cv2.COLORMAP_INFERNO)
+            cv2.putText(colored, caption, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+            panels.append(colored)
         fname = f"mean_outside_{name}.png"
-        atomic_write_png(out_dir / fname, colored)
+        atomic_write_png(out_dir / fname, np.hstack([panels[0], np.full((side, 4, 3), 255, np.uint8), panels[1]]))
         written[name] = fname
     return written
