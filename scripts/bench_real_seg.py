@@ -41,7 +41,7 @@ SHENZHEN = ROOT.parent / "shared" / "realsample" / "shenzhen"
 
 def full_res_scores(model: torch.nn.Module, samples: list, size: int) -> dict[str, float]:
     images = [read_image(s.path) for s in samples]
-    truth = [read_mask(s.mask_path, im.shape) for im in images]
+    truth = [read_mask(s.mask_path, im.shape) for s, im in zip(samples, images)]
     out = {}
     for name, pp in (("raw", False), ("post-processed", True)):
         pred = predict_masks(model, images, size, postprocess=pp)
@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs/bench/real_seg")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--no-record", action="store_true")
+    ap.add_argument("--reuse", action="store_true", help="evaluate the weights of an earlier run instead of training")
     args = ap.parse_args()
     if not args.data.is_dir():
         sys.exit(f"{args.data} not found: this benchmark needs the Shenzhen sample (../shared/realsample/shenzhen)")
@@ -69,12 +70,18 @@ def main() -> None:
             *args.overrides,
         ],
     )
+    run_dir = args.out / "train"
     t0 = time.perf_counter()
-    result = train(cfg, stage="seg", run_dir=args.out / "train")
+    if not (args.reuse and (run_dir / "weights" / "seg_best.pt").is_file()):
+        train(cfg, stage="seg", run_dir=run_dir)
     train_s = time.perf_counter() - t0
+    if args.reuse:
+        import csv
+
+        train_s = sum(float(r["epoch_time_s"]) for r in csv.DictReader(open(run_dir / "metrics.csv")))
     ds = load_dataset(args.data, "segonly", data_cfg=cfg.data)
     test = ds.split("test")
-    ckpt = load_checkpoint(result.run_dir / "weights" / "seg_best.pt", kind="seg")
+    ckpt = load_checkpoint(run_dir / "weights" / "seg_best.pt", kind="seg")
     scores = full_res_scores(restore(ckpt, torch.device("cpu")), test, cfg.seg.image_size)
     scores |= {"n_train": len(ds.split("train")), "n_test": len(test), "train_s": train_s, "epochs": cfg.seg.epochs}
     console.print_json(json.dumps(scores))
