@@ -281,9 +281,10 @@ def audit(
             probs_masked = torch.softmax(models.classifier(x_masked).float(), 1)
 
         tol_px = max(1, round(cfg.tolerance_px * size / 128))
-        energy = lung_energy(heat, m[:, 0], tol_px)
+        lungs = m[:, 0] > 0.5  # bool: the metric functions skip their binary check for it
+        energy = lung_energy(heat, lungs, tol_px)
         pred_full, pred_masked, flip, drop = masking_counterfactual(probs_full, probs_masked)
-        region_idx, _shares = dominant_region(heat, m[:, 0], cfg.border_frac, tol_px)
+        region_idx, _shares = dominant_region(heat, lungs, cfg.border_frac, tol_px)
 
         masks_np = m[:, 0].cpu().numpy().astype(bool)
         boxes = [_outside_lungs(b, mk) for b, mk in zip(box_tensor.tolist(), masks_np)]
