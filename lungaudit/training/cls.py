@@ -6,19 +6,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
 from lungaudit.classification.metrics import macro_f1
 from lungaudit.classification.model import build_classifier
 from lungaudit.config import ClsConfig, to_dict
 from lungaudit.training.arrays import apply_lung_mask, dilate
 from lungaudit.training.augment import cls_augment
-from lungaudit.training.loop import Stage, autocast, batches, to_device, train_loader
+from lungaudit.training.loop import EpochSeededDataset, Stage, autocast, batches, to_device, train_loader
 
 CLS_MODEL_KEYS = ("arch", "image_size", "output_stride")
 
 
-class ClsDataset(Dataset):
+class ClsDataset(EpochSeededDataset):
     """Items are (image (1, S, S), label, masked flag).
 
     Whether an item is lung-masked is drawn from a generator seeded by (seed, epoch, index), so it
@@ -28,18 +27,9 @@ class ClsDataset(Dataset):
     def __init__(
         self, images: np.ndarray, masks: np.ndarray, labels: np.ndarray, cfg: ClsConfig, seed: int, augment: bool = True
     ) -> None:
-        self.images, self.masks, self.labels = images, masks, labels
-        self.mask_prob, self.fill_value, self.seed = cfg.mask_prob, cfg.fill_value, seed
-        self.transform = cls_augment(cfg) if augment else None
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        if self.transform is not None:
-            self.transform.set_random_seed(self.seed * 10_007 + epoch)
-
-    def __len__(self) -> int:
-        return len(self.images)
+        self.masks, self.labels = masks, labels
+        self.mask_prob, self.fill_value = cfg.mask_prob, cfg.fill_value
+        super().__init__(images, cls_augment(cfg) if augment else None, seed)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, bool]:
         masked = bool(np.random.default_rng([self.seed, self.epoch, i]).random() < self.mask_prob)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, get_worker_info
@@ -182,6 +183,26 @@ def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
 def batches(n: int, size: int) -> Iterator[slice]:
     for i in range(0, n, size):
         yield slice(i, min(n, i + size))
+
+
+class EpochSeededDataset(Dataset):
+    """In-memory images plus an augmentation pipeline reseeded from (seed, epoch) every epoch.
+
+    Reseeding per epoch (rather than once) makes epoch k identical whether a run went straight
+    through or was resumed at k, which is what makes ``--resume`` reproduce an uninterrupted run.
+    """
+
+    def __init__(self, images: np.ndarray, transform: Any, seed: int) -> None:
+        self.images, self.transform, self.seed = images, transform, seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.transform is not None:
+            self.transform.set_random_seed(self.seed * 10_007 + epoch)
+
+    def __len__(self) -> int:
+        return len(self.images)
 
 
 def _reseed_worker(worker_id: int) -> None:

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from segmentation_models_pytorch.losses import DiceLoss
 from torch import nn
-from torch.utils.data import Dataset
 
 from lungaudit.config import SegConfig, to_dict
 from lungaudit.segmentation.metrics import dice_iou
@@ -16,26 +15,17 @@ from lungaudit.segmentation.postprocess import postprocess_mask
 from lungaudit.segmentation.predict import predict_logits
 from lungaudit.training.arrays import Arrays
 from lungaudit.training.augment import seg_augment
-from lungaudit.training.loop import Stage, to_device, train_loader
+from lungaudit.training.loop import EpochSeededDataset, Stage, to_device, train_loader
 
 SEG_MODEL_KEYS = ("arch", "encoder", "encoder_depth", "decoder_channels", "image_size")
 
 
-class SegDataset(Dataset):
+class SegDataset(EpochSeededDataset):
     """(image, mask) pairs as (1, S, S) float tensors, jointly augmented when ``augment``."""
 
     def __init__(self, images: np.ndarray, masks: np.ndarray, augment: bool, seed: int) -> None:
-        self.images, self.masks, self.seed = images, masks, seed
-        self.transform = seg_augment() if augment else None
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        if self.transform is not None:
-            self.transform.set_random_seed(self.seed * 10_007 + epoch)
-
-    def __len__(self) -> int:
-        return len(self.images)
+        self.masks = masks
+        super().__init__(images, seg_augment() if augment else None, seed)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.images[i], self.masks[i]
