@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset as TorchDataset
 from lungaudit import __version__
 from lungaudit.audit.markers import find_marker_boxes, hotspot_overlaps_marker
 from lungaudit.audit.schema import BASE_COLUMNS, SCHEMA_VERSION
+from lungaudit.audit.aggregate import aggregate_rows, write_mean_outside
 from lungaudit.audit.counterfactual import box_holes, fill_from_surroundings
 from lungaudit.audit.metrics import dilate_masks, flag, lung_energy, masking_counterfactual, remove_floor
 from lungaudit.audit.regions import REGION_NAMES, dominant_region
@@ -427,8 +428,6 @@ def _checkpoint_info(models: TrainedModels) -> dict[str, Any]:
 
 def summarize(rows: list[dict[str, str]], class_names: list[str], out_dir: Path) -> dict[str, Any]:
     """Dataset aggregates from the audit rows, plus the mean out-of-lung heatmaps from the partials."""
-    from lungaudit.audit.aggregate import aggregate_rows, write_mean_outside
-
     summary = aggregate_rows(rows, class_names)
     summary["mean_outside_images"] = write_mean_outside(out_dir, class_names)
     return summary

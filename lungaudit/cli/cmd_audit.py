@@ -36,6 +36,26 @@ def print_audit_summary(summary: dict[str, Any]) -> None:
         console.print(table("Flagged: dominant outside region", ["region", "images"], sorted(summary["regions"].items(), key=lambda kv: -kv[1])))
 
 
+def audit_with_progress(ds: Any, run_dir: Path, out_dir: Path, cfg: Any, device: str, resume: bool = False) -> Any:
+    """Run the audit behind a rich progress bar that shows images/s; clean exit 2 on bad input."""
+    from lungaudit.audit.run import audit as run_audit
+    from lungaudit.training.checkpoint import CheckpointError
+
+    with Progress(TextColumn("audit"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task("audit", total=len(ds.samples), rate="")
+
+        def tick(done: int, total: int) -> None:
+            elapsed = progress.tasks[0].elapsed
+            progress.update(task, completed=done, total=total, rate=f"{done / elapsed:.1f} img/s" if elapsed else "")
+
+        try:
+            return run_audit(ds, run_dir, out_dir, cfg, device=device, resume=resume, progress=tick)
+        except (ValueError, CheckpointError) as e:
+            progress.stop()
+            fail(str(e))
+
+
 @app.command()
 def audit(
     dataset: Path = typer.Argument(..., help="Data set folder or manifest CSV to audit."),
@@ -51,9 +71,7 @@ def audit(
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html at the end."),
 ) -> None:
     """Audit every prediction: does the Grad-CAM energy sit in the lungs?"""
-    from lungaudit.audit.run import audit as run_audit
     from lungaudit.data.layouts import DatasetError, load_dataset
-    from lungaudit.training.checkpoint import CheckpointError
     from lungaudit.training.rundir import increment_run_dir
 
     cfg = load_cli_config(config, set_)
@@ -69,20 +87,7 @@ def audit(
         if not ds.samples:
             fail(f"{dataset} has no images in split {split!r}")
     console.print(f"auditing {len(ds.samples)} images of {dataset} with {run_dir} -> {out_dir}")
-    with Progress(TextColumn("audit"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as progress:
-        task = progress.add_task("audit", total=len(ds.samples), rate="")
-
-        def tick(done: int, total: int) -> None:
-            t = progress.tasks[0]
-            rate = f"{done / t.elapsed:.1f} img/s" if t.elapsed else ""
-            progress.update(task, completed=done, total=total, rate=rate)
-
-        try:
-            result = run_audit(ds, run_dir, out_dir, acfg, device=device, resume=resume, progress=tick)
-        except (ValueError, CheckpointError) as e:
-            progress.stop()
-            fail(str(e))
+    result = audit_with_progress(ds, run_dir, out_dir, acfg, device=device, resume=resume)
     print_audit_summary(result.summary)
     console.print(f"throughput: {result.images_per_s:.1f} images/s; outputs: [bold]{out_dir}[/]")
     if report:

@@ -7,16 +7,14 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from lungaudit.cli.app import app
+from lungaudit.cli.common import console, fail
 from lungaudit.data.layouts import DatasetError, Inspection, inspect_dataset, write_problems_csv
 from lungaudit.data.split import SPLITS
 
-console = Console()
-err_console = Console(stderr=True)
 
 
 class LayoutChoice(str, Enum):
@@ -135,15 +133,13 @@ def inspect(
                     console.print(f"problems written to {target}")
                 except OSError:
                     pass
-            err_console.print(f"[bold red]error:[/] {e}")
-            raise typer.Exit(2) from None
+            fail(str(e))
     _render(ins)
     target = _problems_target(dataset, problems_csv)
     try:
         write_problems_csv(ins.dataset.problems, target)
     except OSError as e:
-        err_console.print(f"[bold red]error:[/] cannot write {target}: {e}")
-        raise typer.Exit(2) from None
+        fail(f"cannot write {target}: {e}")
     console.print(f"{len(ins.dataset.problems)} problem file(s); written to {target}")
 
 

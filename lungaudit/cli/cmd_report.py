@@ -10,24 +10,15 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from lungaudit.cli.app import app
+from lungaudit.cli.common import console, fail
 from lungaudit.report.auditdir import AuditDirError
 from lungaudit.report.compare import CompareError, compare_audits
 from lungaudit.report.gate import GateError, GatePolicy, load_policy, parse_class_limit, policy_from_dict, run_gate
 from lungaudit.report.html import write_report
 from lungaudit.report.review import ReviewError, apply_review
-
-console = Console()
-err = Console(stderr=True)
-
-
-def _fail(msg: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {msg}", highlight=False, markup=True)
-    return typer.Exit(code)
-
 
 def _f(v: float | None, pct: bool = False) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -44,7 +35,7 @@ def report_cmd(
     try:
         path = write_report(audit_dir, out)
     except AuditDirError as e:
-        raise _fail(str(e)) from None
+        fail(str(e))
     typer.echo(str(path))
 
 
@@ -76,7 +67,7 @@ def gate_cmd(
         pol = pol.merged(GatePolicy(overall=cli.overall, per_class=per_class))
         result = run_gate(audit_dir, pol, junit=junit)
     except (GateError, AuditDirError) as e:
-        raise _fail(str(e)) from None
+        fail(str(e))
 
     table = Table(title=f"gate: {audit_dir}", title_justify="left")
     for col in ("condition", "scope", "value", "limit", "result"):
@@ -102,7 +93,7 @@ def compare_cmd(
     try:
         result, path = compare_audits(baseline, candidate, tolerance, out)
     except (CompareError, AuditDirError) as e:
-        raise _fail(str(e)) from None
+        fail(str(e))
 
     # One row per scope, one column per statistic: "baseline → candidate (delta)".
     stats = ("flag_rate", "mean_e_in", "flip_rate", "accuracy")
@@ -144,9 +135,9 @@ def apply_review_cmd(
     try:
         path, counts = apply_review(decisions, dataset, out, layout=layout)
     except ReviewError as e:
-        raise _fail(str(e)) from None
+        fail(str(e))
     except (ValueError, OSError) as e:  # the loader's own errors: unreadable data set, bad layout
-        raise _fail(f"cannot load data set {dataset}: {e}") from None
+        fail(f"cannot load data set {dataset}: {e}")
     table = Table(title="review applied", title_justify="left")
     table.add_column("outcome")
     table.add_column("images", justify="right")

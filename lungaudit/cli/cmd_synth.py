@@ -7,11 +7,11 @@ from collections import Counter
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from lungaudit.cli.app import app
+from lungaudit.cli.common import console, fail
 from lungaudit.config import CLASS_NAMES, SynthConfig
 
 _DEFAULTS = SynthConfig()
@@ -39,7 +39,6 @@ def synth(
     """Generate synthetic chest X-ray phantoms with lung masks, planted shortcuts and clean twins."""
     from lungaudit.data.synth import generate, validate
 
-    console = Console()
     cfg = SynthConfig(
         n_per_class=n_per_class,
         size=size,
@@ -54,8 +53,7 @@ def synth(
     try:
         validate(cfg)
     except ValueError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(code=2) from None
+        fail(str(e))
 
     columns = (TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bar:

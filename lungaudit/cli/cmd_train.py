@@ -24,10 +24,10 @@ class RichTrainProgress(TrainCallback):
         self.steps = 1
 
     def stage_start(self, stage: str, start_epoch: int, epochs: int, steps_per_epoch: int) -> None:
-        self.steps = steps_per_epoch
+        self.steps, self.total = steps_per_epoch, epochs * steps_per_epoch
         self.task = self.progress.add_task(
             f"{stage} epoch {start_epoch + 1}/{epochs}",
-            total=epochs * steps_per_epoch,
+            total=self.total,
             completed=start_epoch * steps_per_epoch,
         )
         self.epochs = epochs
@@ -44,7 +44,7 @@ class RichTrainProgress(TrainCallback):
         )
 
     def stage_end(self, stage: str, summary: dict[str, Any]) -> None:
-        self.progress.update(self.task, completed=self.progress.tasks[-1].total)
+        self.progress.update(self.task, completed=self.total)
 
     def message(self, text: str) -> None:
         self.progress.console.print(f"[dim]{text}[/]")
@@ -129,8 +129,7 @@ def demo(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
 ) -> None:
     """The whole job on the embedded default: synth -> train -> audit (test split) -> report."""
-    from lungaudit.audit.run import audit as run_audit
-    from lungaudit.cli.cmd_audit import print_audit_summary
+    from lungaudit.cli.cmd_audit import audit_with_progress, print_audit_summary
     from lungaudit.data.layouts import load_dataset
     from lungaudit.data.synth import generate
     from lungaudit.report.html import write_report
@@ -153,10 +152,7 @@ def demo(
     ds = load_dataset(out, cfg.data.layout, data_cfg=cfg.data)
     ds.samples = ds.split("test")
     audit_dir = increment_run_dir(Path(cfg.project) / "audit", name)
-    with Progress(TextColumn("audit"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task("audit", total=len(ds.samples))
-        audited = run_audit(ds, result.run_dir, audit_dir, cfg.audit, device=cfg.device,
-                            progress=lambda d, t: progress.update(task, completed=d, total=t))
+    audited = audit_with_progress(ds, result.run_dir, audit_dir, cfg.audit, device=cfg.device)
     print_audit_summary(audited.summary)
     report = write_report(audit_dir)
     console.print(f"[bold]4/4 report[/]: [bold green]{report}[/]")

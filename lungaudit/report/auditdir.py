@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lungaudit.audit.metrics import REASONS  # noqa: E402  (one contract for writer and readers)
-from lungaudit.audit.regions import REGION_NAMES as REGIONS  # noqa: E402
 from lungaudit.audit.schema import BASE_COLUMNS as AUDIT_COLUMNS, SCHEMA_VERSION  # noqa: E402
 
 log = logging.getLogger(__name__)

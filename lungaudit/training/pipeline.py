@@ -20,9 +20,9 @@ from lungaudit.config import SynthConfig, TrainConfig, save_config, to_dict
 from lungaudit.data.records import Dataset, Sample
 from lungaudit.segmentation.predict import predict_masks
 from lungaudit.training import plots
-from lungaudit.training.arrays import Arrays, load_arrays, resize_mask
+from lungaudit.training.arrays import Arrays, load_arrays
 from lungaudit.training.callbacks import TrainCallback
-from lungaudit.training.checkpoint import CheckpointError, load_checkpoint
+from lungaudit.training.checkpoint import load_checkpoint
 from lungaudit.training.cls import cls_stage, masked_images, predict_probs
 from lungaudit.training.loop import run_stage
 from lungaudit.training.restore import restore
@@ -171,8 +171,12 @@ def train(
             raise ValueError(f"{root} has no class labels; only --stage seg can train on it")
         class_names = list(dataset.class_names)
         for name in ("train", "val", "test"):
-            splits[name] = [s for s in splits[name] if s.label is not None]
-        arrays_cache.clear()
+            labelled = [s for s in splits[name] if s.label is not None]
+            if len(labelled) != len(splits[name]):
+                # Only a split that lost samples needs decoding again; the others stay cached.
+                splits[name] = labelled
+                for key in [k for k in arrays_cache if k[0] == name]:
+                    del arrays_cache[key]
         size = cfg.cls.image_size
         tr, va = arrays("train", size), arrays("val", size)
         tr_masks = _fill_missing_masks(tr, segmenter, seg_size, "training")

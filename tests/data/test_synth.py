@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lungaudit.config import CLASS_NAMES, SynthConfig
-from lungaudit.data.synth import MANIFEST_COLUMNS, generate, plan_cases, render_case, source_url
+from lungaudit.data.synth import MANIFEST_COLUMNS, generate, plan_cases, render_case
 
 
 def _read_manifest(root: Path) -> list[dict[str, str]]:

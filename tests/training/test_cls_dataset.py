@@ -31,7 +31,6 @@ def test_masking_draws_are_reproducible_per_epoch():
     images, masks, labels = _data(64)
     ds = ClsDataset(images, masks, labels, ClsConfig(mask_prob=0.5), seed=3, augment=True)
     a = [ds[i][2] for i in range(64)]
-    x0 = ds[5][0]
     ds.set_epoch(1)
     b = [ds[i][2] for i in range(64)]
     ds.set_epoch(0)
