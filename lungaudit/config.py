@@ -36,6 +36,9 @@ class SynthConfig:
     test_frac: float = 0.25
     n_sources: int = 3
     workers: int = 0  # 0 = one per CPU core
+    severity_min: float = 0.25  # lowest disease severity; low values make some cases nearly invisible
+    marker_vocab: str = "corner"  # corner: each corner has its own stamp words | shared: only the corner is a cue
+    marker_plate: bool = True  # stamps on a dark box, legible on the bright abdomen too
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class AuditConfig:
     tolerance_px: int = 8  # band (at image resolution of the audit) added to M for tolerant E_in
     out_threshold: float = 0.5  # flag when tolerant E_out is above this
     flag_on_flip: str = "auto"  # auto | true | false; auto = only for models trained with masking
+    cam_score: str = "logprob"  # logit | logprob: the score whose gradient weighs the CAM's channels
     cam_floor: str = "mean"  # mean | none: subtract each heatmap's spatial mean before the ReLU energy
     marker_counterfactual: bool = True  # re-classify with the detected markers painted over
     border_frac: float = 0.12  # width of the border/corner band, as a fraction of the side

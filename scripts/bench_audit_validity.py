@@ -99,13 +99,15 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config override")
     ap.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
     ap.add_argument("--reuse", action="store_true", help="reuse trained classifiers from an earlier run of this script")
+    ap.add_argument("--section", default="Audit validity", help="BENCHMARKS.md section to (re)write")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     base = load_config(ROOT / "configs/default.yaml")
     base = apply_overrides(base, args.overrides)
     synth = replace(base.synth, n_per_class=args.n_per_class, shortcut_rate=args.shortcut_rate, shortcuts=("markers",))
-    data_dir = args.out / f"data_n{args.n_per_class}_r{args.shortcut_rate}"
+    recipe = f"severity_min={synth.severity_min:g}, marker_vocab={synth.marker_vocab}, marker_plate={synth.marker_plate}"
+    data_dir = args.out / f"data_n{args.n_per_class}_r{args.shortcut_rate}_{synth.marker_vocab}_p{int(synth.marker_plate)}_s{synth.severity_min:g}"
     if not (data_dir / "manifest.csv").is_file():
         console.print(f"generating {data_dir}")
         generate(data_dir, synth)
@@ -140,7 +142,7 @@ def main() -> None:
     keys = ["reliance_rate", "auroc_e_out_tol", "auroc_e_out", "flag_precision", "flag_recall", "flag_rate",
             "marker_flip_precision", "marker_flip_recall", "masking_flip_rate",
             "flagged_in_marker_corner", "acc_images", "acc_twins"]
-    table = Table(title=f"Audit validity (test split, markers at rate {args.shortcut_rate} in train)")
+    table = Table(title=f"Audit validity (test split, markers at rate {args.shortcut_rate} in train; {recipe})")
     table.add_column("metric")
     for label in results:
         table.add_column(label, justify="right")
@@ -152,8 +154,8 @@ def main() -> None:
         return
     lines = [
         f"Measured {dt.date.today()} on {platform.machine()} CPU ({torch.get_num_threads()} threads), torch {torch.__version__}.",
-        f"Command: `python scripts/bench_audit_validity.py` (synthetic benchmark, {args.n_per_class}/class at {synth.size} px, "
-        f"corner markers correlated with the class at {args.shortcut_rate} in train/val, independent in test; "
+        f"Command: `{' '.join(['python scripts/bench_audit_validity.py', *sys.argv[1:]])}` (synthetic benchmark, {args.n_per_class}/class at {synth.size} px, "
+        f"corner markers correlated with the class at {args.shortcut_rate} in train/val, independent in test; {recipe}; "
         f"{len(test)} test images). Ground truth: a prediction is shortcut-reliant when it changes on the clean twin.",
         "",
         "| metric | " + " | ".join(results) + " |",
@@ -161,7 +163,7 @@ def main() -> None:
     ]
     for k in keys:
         lines.append(f"| {k} | " + " | ".join("—" if results[l][k] is None else f"{results[l][k]:.3f}" for l in results) + " |")
-    write_benchmark_section(ROOT / "BENCHMARKS.md", "Audit validity", "\n".join(lines))
+    write_benchmark_section(ROOT / "BENCHMARKS.md", args.section, "\n".join(lines))
 
 
 if __name__ == "__main__":

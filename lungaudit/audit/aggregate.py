@@ -103,16 +103,18 @@ def write_mean_outside(out_dir: Path, class_names: list[str], side: int = 256) -
     # Left panel: the class's mean out-of-lung heatmap, one colour scale for all classes so a class
     # whose heatmaps leave the lungs more looks hotter. Right panel: what is specific to the class,
     # its excess over the all-class mean; anatomy every class spills onto (heart, diaphragm)
-    # cancels there, and a class-correlated corner token stands out.
+    # cancels there, and a class-correlated corner token stands out. Each right panel has its own
+    # scale: a token that one class leans on less than another (a weaker shortcut) must still show.
     means = sums / np.maximum(counts, 1)[:, None, None]
     overall = sums.sum(0) / max(counts.sum(), 1)
     excess = np.maximum(means - overall, 0)
-    vmax, emax = max(float(means.max()), 1e-12), max(float(excess.max()), 1e-12)
+    vmax = max(float(means.max()), 1e-12)
     for k, name in enumerate(class_names):
         if counts[k] == 0:
             continue
         panels = []
-        for img, top, caption in ((means[k], vmax, f"{name} (n={int(counts[k])})"), (excess[k], emax, "vs other classes")):
+        emax = max(float(excess[k].max()), 1e-12)
+        for img, top, caption in ((means[k], vmax, f"{name} (n={int(counts[k])})"), (excess[k], emax, "excess over others")):
             small = cv2.resize((img / top * 255).astype(np.uint8), (side, side), interpolation=cv2.INTER_LINEAR)
             colored = cv2.applyColorMap(small, cv2.COLORMAP_INFERNO)
             cv2.putText(colored, caption, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)

@@ -38,7 +38,7 @@ from lungaudit.audit.metrics import dilate_masks, flag, lung_energy, masking_cou
 from lungaudit.audit.regions import REGION_NAMES, dominant_region
 from lungaudit.config import AuditConfig, to_dict
 from lungaudit.data.records import Dataset, Problem, Sample
-from lungaudit.explain.cam import compute_cam
+from lungaudit.explain.cam import CAM_SCORES, compute_cam
 from lungaudit.training.loop import autocast, to_device
 from lungaudit.training.restore import TrainedModels, load_run
 from lungaudit.utils import (
@@ -141,6 +141,11 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
+def _two(v: float) -> str:
+    """Two decimals for a person reading an overlay; the CSV keeps full precision."""
+    return f"{float(v):.2f}" if np.isfinite(v) else "n/a"
+
+
 def _overlay(
     image: np.ndarray, mask: np.ndarray, cam: np.ndarray, box: tuple[int, int, int, int] | None, lines: list[str], side: int = 320
 ) -> np.ndarray:
@@ -194,6 +199,8 @@ def audit(
     flag_on_flip = resolve_flag_on_flip(cfg.flag_on_flip, models.cls_cfg.mask_prob)
     if cfg.cam_floor not in ("mean", "none"):
         raise ValueError(f"audit.cam_floor must be 'mean' or 'none', got {cfg.cam_floor!r}")
+    if cfg.cam_score not in CAM_SCORES:
+        raise ValueError(f"audit.cam_score must be one of {', '.join(CAM_SCORES.names())}, got {cfg.cam_score!r}")
     out_dir = Path(out_dir)
     (out_dir / "partials").mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "audit.csv"
@@ -273,7 +280,7 @@ def audit(
             m[~has_mask.to(dev)] = (pred > 0).float()
         m = (m > 0.5).float()
 
-        cam = compute_cam(models.classifier, x, cfg.target_layer, method=cfg.cam, out_size=(size, size))
+        cam = compute_cam(models.classifier, x, cfg.target_layer, method=cfg.cam, out_size=(size, size), score=cfg.cam_score)
         heat = remove_floor(cam.cams) if cfg.cam_floor == "mean" else cam.cams
         probs_full = torch.softmax(cam.logits.float(), 1)
         gate = dilate_masks(m[:, 0], models.cls_cfg.mask_dilate_px)[:, None]
@@ -334,7 +341,7 @@ def audit(
                 rel = f"overlays/{_safe_name(s.key, len(done_keys) + processed + j)}"
                 lines = [
                     f"pred {row['pred']} ({row['prob_pred']:.2f})" + (f"  true {s.label}" if s.label else ""),
-                    f"E_in {_fmt(row['e_in'])} (tol {_fmt(row['e_in_tol'])})  region {row['region'] or '-'}",
+                    f"E_in {_two(row['e_in'])} (tol {_two(row['e_in_tol'])})  region {row['region'] or '-'}",
                     "reasons: " + (row["reasons"] or "-"),
                 ]
                 # Overlays can be redrawn from the CSV row, so they skip the fsync that the rows get.

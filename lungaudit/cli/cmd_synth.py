@@ -35,6 +35,9 @@ def synth(
         ",".join(_DEFAULTS.shortcuts), help="Comma list of markers,shoulders,source (or 'none')."
     ),
     workers: int = typer.Option(_DEFAULTS.workers, help="Worker processes (0 = one per CPU core)."),
+    severity_min: float = typer.Option(_DEFAULTS.severity_min, help="Lowest disease severity (0..1); low = some cases nearly invisible."),
+    marker_vocab: str = typer.Option(_DEFAULTS.marker_vocab, help="corner: each corner has its own stamp words | shared: only the corner is a cue."),
+    marker_plate: bool = typer.Option(_DEFAULTS.marker_plate, help="Burn stamps onto a dark box."),
 ) -> None:
     """Generate synthetic chest X-ray phantoms with lung masks, planted shortcuts and clean twins."""
     from lungaudit.data.synth import generate, validate
@@ -49,6 +52,9 @@ def synth(
         val_frac=_DEFAULTS.val_frac,
         test_frac=_DEFAULTS.test_frac,
         n_sources=_DEFAULTS.n_sources,
+        severity_min=severity_min,
+        marker_vocab=marker_vocab,
+        marker_plate=marker_plate,
     )
     try:
         validate(cfg)

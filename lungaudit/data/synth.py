@@ -4,14 +4,18 @@ The generator is the project's default data set and the ground truth for the aud
 
 * **Anatomy** (body, shoulders, clavicles, ribs, spine, heart, diaphragm domes, two lung fields) varies
   per patient; the lung mask is exactly the drawn lung fields.
-* **Class signal lives only inside the lung mask** and has random severity in ``[0.35, 1]``, so some
-  cases are subtle. Normal: clear lungs; COVID: bilateral peripheral lower-zone ground glass;
+* **Class signal lives only inside the lung mask** and has random severity in
+  ``[severity_min, 1]``; by default some cases are nearly invisible, so the lungs alone do not
+  separate the classes perfectly (as on real films) and a shortcut pays off for every class. Normal: clear lungs; COVID: bilateral peripheral lower-zone ground glass;
   Lung_Opacity: one focal dense consolidation; Viral Pneumonia: perihilar interstitial streaks.
 * **Shortcuts live only outside the lung mask** and are class-correlated at ``shortcut_rate`` in train
   and val, independent of the class in test:
 
-  - ``markers``: a burned-in text token in a corner; class ``k`` owns corner ``k`` (TL, TR, BL, BR in
-    ``CLASS_NAMES`` order). Every image carries one token, so only its corner is a cue.
+  - ``markers``: a burned-in text stamp in a corner; class ``k`` owns corner ``k`` (TL, TR, BL, BR in
+    ``CLASS_NAMES`` order). Every image carries one stamp. With ``marker_vocab="corner"`` each corner
+    has its own words (as each hospital stamps its own), so the words and the corner are the cue;
+    with ``"shared"`` any word goes anywhere and only the corner is. ``marker_plate`` burns the
+    stamp onto a dark box, which keeps it legible on the bright abdomen in the bottom corners.
   - ``shoulders``: a brightness offset on the shoulders above the lungs, one level per class.
   - ``source``: the acquisition source (exposure, noise, border style) prefers one source per class.
 
@@ -61,9 +65,15 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "shortcut_box",
     "twin",
 )
+# Bumped whenever the same config would render different pixels, so caches keyed on it go stale.
+GENERATOR_VERSION = 2
 CORNER_NAMES: tuple[str, ...] = ("top-left", "top-right", "bottom-left", "bottom-right")
 MARKER_TOKENS: tuple[str, ...] = ("L", "R", "PORT", "AP", "SUP", "CXR", "ER", "ICU")
+# marker_vocab="corner": the words each corner (TL, TR, BL, BR) draws from
+CORNER_TOKENS: tuple[tuple[str, ...], ...] = (("PORT", "L"), ("AP", "R"), ("SUP", "ER"), ("CXR", "ICU"))
+MARKER_VOCABS: tuple[str, ...] = ("corner", "shared")
 SHOULDER_LEVELS: tuple[float, ...] = (0.16, 0.06, -0.06, -0.16)  # additive brightness, per class
+PLATE_LEVEL = 25  # grey level of the dark box behind a plated stamp
 PAIR_FRACTION = 0.1  # fraction of patients that contribute two images
 URL_ROOT = "https://synthetic.lungaudit"
 
@@ -109,6 +119,9 @@ class CaseParams:
     shoulder_class: int | None = None
     source_cue: bool = False
     make_twin: bool = False
+    severity_min: float = 0.35
+    marker_vocab: str = "shared"
+    marker_plate: bool = False
 
     @property
     def class_index(self) -> int:
@@ -296,13 +309,13 @@ def _anatomy(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarra
 
 
 def _disease(
-    rng: np.random.Generator, label: str, size: int, geo: dict[str, Any], mask: np.ndarray
+    rng: np.random.Generator, label: str, size: int, geo: dict[str, Any], mask: np.ndarray, severity_min: float
 ) -> tuple[np.ndarray, float]:
     """Additive density of the class signal, zero outside ``mask``; returns (map, severity)."""
     s = size
     if label == "Normal":
         return np.zeros((s, s), np.float32), 0.0
-    sev = float(rng.uniform(0.35, 1.0))
+    sev = float(rng.uniform(severity_min, 1.0))
     coords = (np.arange(s, dtype=np.float32) + 0.5) / s
     xx, yy = np.meshgrid(coords, coords)
     out = np.zeros((s, s), np.float32)
@@ -372,13 +385,19 @@ def _acquire(rng: np.random.Generator, dens: np.ndarray, source: int) -> np.ndar
     return np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
 
 
+def pick_token(rng: np.random.Generator, corner: int, vocab: str) -> str:
+    """The stamp's word: from the corner's own words (``corner``) or from all of them (``shared``)."""
+    words = CORNER_TOKENS[corner] if vocab == "corner" else MARKER_TOKENS
+    return words[int(rng.integers(len(words)))]
+
+
 def _marker_layer(
-    rng: np.random.Generator, size: int, corner: int, forbidden: np.ndarray
+    rng: np.random.Generator, size: int, corner: int, forbidden: np.ndarray, vocab: str
 ) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
     """uint8 layer holding a text token in ``corner`` (0 TL, 1 TR, 2 BL, 3 BR), cleared on
     ``forbidden`` pixels; returns the layer and the half-open bounding box of its nonzero pixels."""
     s = size
-    token = MARKER_TOKENS[int(rng.integers(len(MARKER_TOKENS)))]
+    token = pick_token(rng, corner, vocab)
     font = cv2.FONT_HERSHEY_SIMPLEX
     thick = max(1, round(s / 128))
     target_h = max(7.0, 0.055 * s)
@@ -418,7 +437,7 @@ def render_case(params: CaseParams) -> tuple[np.ndarray, np.ndarray, np.ndarray 
     arng = np.random.default_rng(list(params.anatomy_key))
     nrng = np.random.default_rng(list(params.noise_key))
     dens, mask, geo = _anatomy(arng, s)
-    disease, sev = _disease(arng, params.label, s, geo, mask)
+    disease, sev = _disease(arng, params.label, s, geo, mask, params.severity_min)
     base = _acquire(nrng, dens + disease, params.source)
 
     # shortcuts may not touch the lungs: keep a one-pixel guard ring around the mask
@@ -445,8 +464,15 @@ def render_case(params: CaseParams) -> tuple[np.ndarray, np.ndarray, np.ndarray 
         meta["shoulder_level"] = level
 
     if params.marker_class is not None:
-        layer, box = _marker_layer(nrng, s, params.marker_class, forbidden)
+        layer, box = _marker_layer(nrng, s, params.marker_class, forbidden, params.marker_vocab)
         intensity = nrng.uniform(0.85, 1.0)
+        if params.marker_plate and box is not None:
+            pad = max(1, round(0.012 * s))
+            plate = np.zeros((s, s), bool)
+            plate[max(0, box[1] - pad) : box[3] + pad, max(0, box[0] - pad) : box[2] + pad] = True
+            plate &= ~forbidden
+            image = np.where(plate, np.minimum(image, PLATE_LEVEL), image)
+            box = _bbox(plate)
         image = np.maximum(image, np.round(layer * intensity).astype(np.uint8))
         kinds.append("markers")
         if box is not None:
@@ -482,6 +508,10 @@ def validate(cfg: SynthConfig) -> None:
         raise ValueError(f"n_sources must be in 1..26, got {cfg.n_sources}")
     if cfg.workers < 0:
         raise ValueError(f"workers must be >= 0, got {cfg.workers}")
+    if not 0.0 <= cfg.severity_min <= 1.0:
+        raise ValueError(f"severity_min must be in [0, 1], got {cfg.severity_min}")
+    if cfg.marker_vocab not in MARKER_VOCABS:
+        raise ValueError(f"marker_vocab must be one of {', '.join(MARKER_VOCABS)}, got {cfg.marker_vocab!r}")
 
 
 def _correlated(rng: np.random.Generator, own: int, n: int, rate: float, split: str) -> int:
@@ -547,6 +577,9 @@ def plan_cases(cfg: SynthConfig) -> list[CaseParams]:
                     shoulder_class=shoulder,
                     source_cue="source" in cfg.shortcuts,
                     make_twin=sp == "test",
+                    severity_min=cfg.severity_min,
+                    marker_vocab=cfg.marker_vocab,
+                    marker_plate=cfg.marker_plate,
                 )
             )
     return cases

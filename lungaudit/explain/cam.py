@@ -12,7 +12,7 @@ numpy on every call):
 * a forward hook replaces the target layer's output by a detached leaf that requires grad, so only
   the (small) suffix after the layer -- for a ResNet: average pool and the linear head -- is
   recorded;
-* ``torch.autograd.grad`` of the per-sample target scores (``gather``) with respect to that leaf is
+* ``torch.autograd.grad`` of the per-sample target scores (``CAM_SCORES``) with respect to that leaf is
   one backward through the suffix only. Summing the scores over the batch is exact because, in eval
   mode, sample ``i``'s score does not depend on sample ``j``'s activations.
 
@@ -32,6 +32,26 @@ from torch import nn
 from lungaudit.registry import Registry
 
 CAM_METHODS: Registry = Registry("CAM method")
+CAM_SCORES: Registry = Registry("CAM target score")
+
+
+@CAM_SCORES.register("logit")
+def logit_score(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The target class's logit (Selvaraju et al.; pytorch-grad-cam's ``ClassifierOutputTarget``)."""
+    return logits.gather(1, targets[:, None])[:, 0]
+
+
+@CAM_SCORES.register("logprob")
+def logprob_score(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The target class's log-probability: its logit minus the others' log-sum-exp.
+
+    A cue can win a class the decision by *lowering* a rival's logit (a "Normal" corner token that
+    suppresses the disease classes); the logit's own gradient never sees it, the log-probability's
+    does, weighted by the rival's probability. Up to a per-image factor 1/p this is pytorch-grad-cam's
+    ``ClassifierOutputSoftmaxTarget``, and energy shares are scale-free, so the audit's metrics equal
+    that target's.
+    """
+    return torch.log_softmax(logits.float(), 1).gather(1, targets[:, None])[:, 0]
 
 
 @dataclass(frozen=True)
@@ -87,7 +107,9 @@ class CamMethod:
         target_layer: str,
         targets: torch.Tensor | Sequence[int] | None = None,
         out_size: tuple[int, int] | None = None,
+        score: str = "logit",
     ) -> CamResult:
+        score_fn = CAM_SCORES.get(score)
         if x.ndim != 4:
             raise ValueError(f"x must be (N, C, H, W), got shape {tuple(x.shape)}")
         try:
@@ -130,8 +152,7 @@ class CamMethod:
                     targets = logits.detach().argmax(1)
                 elif bool(((targets < 0) | (targets >= logits.shape[1])).any()):
                     raise ValueError(f"targets must lie in [0, {logits.shape[1]}), got {targets.tolist()}")
-                score = logits.gather(1, targets[:, None]).sum()
-                (grad,) = torch.autograd.grad(score, act)
+                (grad,) = torch.autograd.grad(score_fn(logits, targets).sum(), act)
         finally:
             handle.remove()
 
@@ -181,6 +202,7 @@ def compute_cam(
     targets: torch.Tensor | Sequence[int] | None = None,
     method: str = "gradcam",
     out_size: tuple[int, int] | None = None,
+    score: str = "logit",
 ) -> CamResult:
     """CAMs for a batch, one target class per sample, in about the time of one forward pass.
 
@@ -192,6 +214,8 @@ def compute_cam(
         targets: (N,) class per sample; ``None`` explains the predicted (argmax) class.
         method: a name in ``CAM_METHODS.names()``.
         out_size: (H, W) of the returned maps; default the input's spatial size.
+        score: a name in ``CAM_SCORES.names()``, the per-sample score whose gradient weighs the
+            channels: ``logit`` (classic Grad-CAM) or ``logprob``.
 
     Returns:
         :class:`CamResult` with ``logits`` (N, C), ``cams`` (N, H, W) float32 ReLU'd and bilinearly
@@ -199,7 +223,7 @@ def compute_cam(
 
     No parameter ``.grad`` is written and all ``requires_grad`` flags and module modes are restored.
     """
-    return CAM_METHODS.get(method)()(model, x, target_layer, targets=targets, out_size=out_size)
+    return CAM_METHODS.get(method)()(model, x, target_layer, targets=targets, out_size=out_size, score=score)
 
 
 def normalize_per_image(cams: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -212,4 +236,4 @@ def normalize_per_image(cams: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return (cams - lo) / (hi - lo + eps)
 
 
-__all__ = ["CAM_METHODS", "CamMethod", "CamResult", "GradCAM", "GradCAMPlusPlus", "compute_cam", "normalize_per_image"]
+__all__ = ["CAM_METHODS", "CAM_SCORES", "CamMethod", "CamResult", "GradCAM", "GradCAMPlusPlus", "compute_cam", "normalize_per_image"]

@@ -272,7 +272,7 @@ def _bias(a: AuditDir) -> str:
         f"<div><h3>Flag reasons</h3>{_count_table(s['reasons'], 'reason', flagged, _REASON_TEXT)}"
         f"<h3>Hotspot regions</h3>{_count_table(s['regions'], 'region', flagged)}</div></div>"
         "<h3>Mean out-of-lung heatmap per predicted class</h3>"
-        '<p class="muted">Left: the mean out-of-lung heatmap of the images predicted as that class. Right: its excess over the other classes, where anatomy shared by all classes cancels. A bright corner or band there is a shortcut shared by many images of that class (e.g. a text marker).</p>'
+        '<p class="muted">Left: the mean out-of-lung heatmap of the images predicted as that class. Right: its excess over the mean of all classes, on its own colour scale, where anatomy shared by all classes cancels. A bright corner or band there is a shortcut shared by many images of that class (e.g. a text marker).</p>'
         f'<div class="heatmaps">{"".join(heat)}</div></section>'
     )
 

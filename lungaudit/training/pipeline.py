@@ -50,12 +50,13 @@ def cache_root() -> Path:
 def synthetic_default(cfg: SynthConfig, callback: TrainCallback | None = None) -> Path:
     """The synthetic benchmark for ``cfg``, generated into the cache on first use.
 
-    The folder name hashes the generator config, and a ``.complete`` marker is written last, so a
+    The folder name hashes the generator config and version, and a ``.complete`` marker is written last, so a
     generation that was interrupted is detected and redone rather than silently trained on.
     """
-    from lungaudit.data.synth import generate
+    from lungaudit.data.synth import GENERATOR_VERSION, generate
 
-    key = hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    identity = {"generator_version": GENERATOR_VERSION, **to_dict(cfg)}
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     out = cache_root() / f"synth-{key}"
     if (out / ".complete").is_file():
         return out

@@ -13,7 +13,16 @@ import numpy as np
 import pytest
 
 from lungaudit.config import CLASS_NAMES, SynthConfig
-from lungaudit.data.synth import MANIFEST_COLUMNS, generate, plan_cases, render_case
+from lungaudit.data.synth import (
+    CORNER_TOKENS,
+    MANIFEST_COLUMNS,
+    MARKER_TOKENS,
+    PLATE_LEVEL,
+    generate,
+    pick_token,
+    plan_cases,
+    render_case,
+)
 
 
 def _read_manifest(root: Path) -> list[dict[str, str]]:
@@ -187,26 +196,34 @@ def test_invalid_config_is_rejected(tmp_path: Path) -> None:
         generate(tmp_path, SynthConfig(shortcuts=("tattoos",)))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         generate(tmp_path, SynthConfig(shortcut_rate=1.5))
+    with pytest.raises(ValueError, match="severity_min"):
+        generate(tmp_path, SynthConfig(severity_min=-0.1))
+    with pytest.raises(ValueError, match="marker_vocab"):
+        generate(tmp_path, SynthConfig(marker_vocab="emoji"))
 
 
-def test_cli_rejects_bad_arguments_and_runs(tmp_path: Path) -> None:
-    import typer
-    from typer.testing import CliRunner
+def _bottom_marker_case(**overrides: object) -> tuple:
+    cfg = SynthConfig(n_per_class=12, size=128, **overrides)  # type: ignore[arg-type]
+    case = next(p for p in plan_cases(cfg) if p.split == "test" and p.marker_class is not None and p.marker_class >= 2)
+    return render_case(case)
 
-    from lungaudit.cli.app import app as lungaudit_app
-    from lungaudit.cli.cmd_synth import synth
 
-    assert any(c.callback is synth for c in lungaudit_app.registered_commands)
-    app = typer.Typer()  # a group, as in the full CLI (a lone command would be promoted to the root)
-    app.callback()(lambda: None)
-    app.command()(synth)
-    runner = CliRunner()
-    bad = runner.invoke(app, ["synth", str(tmp_path / "x"), "--shortcuts", "markers,tattoos"])
-    assert bad.exit_code == 2 and "unknown shortcut" in bad.output
-    bad = runner.invoke(app, ["synth", str(tmp_path / "x"), "--shortcut-rate", "1.5"])
-    assert bad.exit_code == 2
-    ok = runner.invoke(
-        app, ["synth", str(tmp_path / "ok"), "--n-per-class", "4", "--size", "48", "--workers", "1"]
-    )
-    assert ok.exit_code == 0, ok.output
-    assert "Viral Pneumonia" in ok.output and (tmp_path / "ok" / "manifest.csv").is_file()
+def test_plate_darkens_the_stamp_box_on_the_abdomen_and_the_twin_keeps_it_bright() -> None:
+    image, _, twin, meta = _bottom_marker_case(marker_plate=True)
+    x0, y0, x1, y1 = meta["boxes"]["markers"]
+    box, twin_box = image[y0:y1, x0:x1], twin[y0:y1, x0:x1]
+    assert box.max() > 200  # the bright stamp
+    assert np.median(box) <= PLATE_LEVEL  # on a dark plate: most of the box is the plate
+    assert np.median(twin_box) > 3 * PLATE_LEVEL  # which is not what the abdomen looks like
+    plain, _, _, plain_meta = _bottom_marker_case(marker_plate=False)
+    px0, py0, px1, py1 = plain_meta["boxes"]["markers"]
+    assert np.median(plain[py0:py1, px0:px1]) > 3 * PLATE_LEVEL  # without a plate: text on the abdomen
+
+
+def test_corner_vocab_gives_each_corner_its_own_words() -> None:
+    rng = np.random.default_rng(0)
+    corner = [{pick_token(rng, c, "corner") for _ in range(50)} for c in range(4)]
+    shared = [{pick_token(rng, c, "shared") for _ in range(200)} for c in range(4)]
+    assert corner == [set(words) for words in CORNER_TOKENS]
+    assert all(not (corner[a] & corner[b]) for a in range(4) for b in range(a + 1, 4))  # words name the corner
+    assert all(s == set(MARKER_TOKENS) for s in shared)  # shared: only the position is a cue

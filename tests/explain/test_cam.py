@@ -12,6 +12,7 @@ from torch import nn
 from lungaudit.classification.model import build_classifier
 from lungaudit.config import ClsConfig
 from lungaudit.explain import CAM_METHODS, compute_cam, normalize_per_image
+from lungaudit.explain.cam import CAM_SCORES
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -82,17 +83,67 @@ def test_matches_pytorch_grad_cam_after_its_normalisation(
     torch.testing.assert_close(normalize_per_image(up), ref, atol=1e-4, rtol=0)
 
 
+def test_logprob_matches_pytorch_grad_cam_softmax_target(resnet: nn.Module, batch: torch.Tensor) -> None:
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    targets = [3, 2, 1, 0]
+    ref_model = copy.deepcopy(resnet)
+    with pytorch_grad_cam.GradCAM(model=ref_model, target_layers=[ref_model.layer4[-1]]) as cam:
+        ref = torch.from_numpy(cam(input_tensor=batch, targets=[ClassifierOutputSoftmaxTarget(t) for t in targets]))
+    # d log p = d p / p: the same map up to a positive per-image factor, which min-max scaling removes.
+    low = compute_cam(resnet, batch, "layer4", targets=torch.tensor(targets), out_size=(4, 4), score="logprob").cams
+    up = F.interpolate(normalize_per_image(low)[:, None], size=(64, 64), mode="bilinear")[:, 0]
+    torch.testing.assert_close(normalize_per_image(up), ref, atol=1e-4, rtol=0)
+    logit = compute_cam(resnet, batch, "layer4", targets=torch.tensor(targets), out_size=(4, 4)).cams
+    assert not torch.allclose(normalize_per_image(low), normalize_per_image(logit), atol=1e-3)
+
+
+def test_logprob_sees_a_cue_that_only_suppresses_the_rival() -> None:
+    """Channel 0 fires on the left half and raises class 0; channel 1 fires on the right half and only
+    lowers class 1. The prediction is class 0 partly thanks to channel 1, which the logit's gradient
+    cannot show and the log-probability's gradient must."""
+    head = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, -1.0]]))
+    model = nn.Sequential(_SplitChannels(), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), head).eval()
+    x = torch.ones(1, 1, 4, 4)
+    x[..., 2:] = 2.0
+    target = torch.tensor([0])
+    logit_map = compute_cam(model, x, "1", targets=target, out_size=(4, 4)).cams[0]
+    logprob_map = compute_cam(model, x, "1", targets=target, out_size=(4, 4), score="logprob").cams[0]
+    assert torch.all(logit_map[:, 2:] == 0) and torch.all(logit_map[:, :2] > 0)
+    assert torch.all(logprob_map[:, 2:] > 0)
+    # Hand value: p = softmax([a0, -a1]) with channel means a0 = 0.5, a1 = 1.0 (pooled over 16 cells);
+    # weight_k = dlogp0/da_k / 16 = ([1, 0] - p0 * [1, 0] - p1 * [0, -1]) / 16 = [p1, p1] / 16.
+    p1 = torch.softmax(torch.tensor([0.5, -1.0]), 0)[1]
+    torch.testing.assert_close(logprob_map[0, 0], p1 / 16 * 1.0)
+    torch.testing.assert_close(logprob_map[0, 3], p1 / 16 * 2.0)
+
+
+class _SplitChannels(nn.Module):
+    """(N, 1, H, W) -> (N, 2, H, W): channel 0 is the input on the left half, channel 1 on the right."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = x.shape[-1] // 2
+        left, right = x.clone(), x.clone()
+        left[..., w:] = 0
+        right[..., :w] = 0
+        return torch.cat([left, right], 1)
+
+
+@pytest.mark.parametrize("score", CAM_SCORES.names())
 @pytest.mark.parametrize("method", CAM_METHODS.names())
 def test_batch_equals_one_at_a_time_with_per_sample_targets(
-    resnet: nn.Module, batch: torch.Tensor, method: str
+    resnet: nn.Module, batch: torch.Tensor, method: str, score: str
 ) -> None:
     targets = torch.tensor([2, 0, 3, 1])
-    res = compute_cam(resnet, batch, "layer4", targets=targets, method=method)
+    res = compute_cam(resnet, batch, "layer4", targets=targets, method=method, score=score)
     for i in range(len(batch)):
-        one = compute_cam(resnet, batch[i : i + 1], "layer4", targets=targets[i : i + 1], method=method)
+        one = compute_cam(resnet, batch[i : i + 1], "layer4", targets=targets[i : i + 1], method=method, score=score)
         torch.testing.assert_close(res.cams[i : i + 1], one.cams, atol=1e-6, rtol=1e-4)
     # Different targets give different maps: the per-sample selection is really used.
-    other = compute_cam(resnet, batch, "layer4", targets=torch.tensor([0, 0, 0, 0]), method=method)
+    other = compute_cam(resnet, batch, "layer4", targets=torch.tensor([0, 0, 0, 0]), method=method, score=score)
     assert not torch.allclose(res.cams[0], other.cams[0])
 
 
