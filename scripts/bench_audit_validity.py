@@ -10,7 +10,19 @@ Prints and records in BENCHMARKS.md: AUROC of E_out for finding reliant predicti
 recall of the default flag, the share of flagged cases whose named region is the marker's corner,
 and accuracy on images vs twins.
 
-    python scripts/bench_audit_validity.py            # ~15-25 min on a 2-core CPU
+Two generator recipes (``--recipe``):
+
+* ``classic`` (the default here): position-only stamps (any word in any corner), no plate, disease
+  severity >= 0.35. The ``mask_prob=0`` model reads the stamps of the classes whose lungs are
+  ambiguous and reads them decisively, so the twin-flip ground truth covers what it looks at
+  outside the lungs. This is the benchmark issue 4's requirements were set and accepted on.
+* ``default``: the synthetic default of ``configs/default.yaml`` (per-corner words on a dark plate,
+  severity >= 0.25). Its ``mask_prob=0`` model reads every class's stamp, also when the stamp agrees
+  with the lungs and decides nothing. The audit rightly sees that evidence outside the lungs, and the
+  twin ground truth counts it as a false positive. BENCHMARKS.md records both.
+
+    python scripts/bench_audit_validity.py                      # classic, ~11 min on a 2-core CPU
+    python scripts/bench_audit_validity.py --recipe default --section "Audit validity, synthetic default recipe"
 """
 
 from __future__ import annotations
@@ -90,6 +102,12 @@ def score(rows: list[dict], twin_pred: dict[str, str], planted: dict[str, str], 
     }
 
 
+RECIPES: dict[str, list[str]] = {
+    "classic": ["synth.severity_min=0.35", "synth.marker_vocab=shared", "synth.marker_plate=false"],
+    "default": [],
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "runs/bench/validity")
@@ -100,11 +118,12 @@ def main() -> None:
     ap.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
     ap.add_argument("--reuse", action="store_true", help="reuse trained classifiers from an earlier run of this script")
     ap.add_argument("--section", default="Audit validity", help="BENCHMARKS.md section to (re)write")
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="classic", help="generator recipe (see above)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     base = load_config(ROOT / "configs/default.yaml")
-    base = apply_overrides(base, args.overrides)
+    base = apply_overrides(base, [*RECIPES[args.recipe], *args.overrides])
     synth = replace(base.synth, n_per_class=args.n_per_class, shortcut_rate=args.shortcut_rate, shortcuts=("markers",))
     recipe = f"severity_min={synth.severity_min:g}, marker_vocab={synth.marker_vocab}, marker_plate={synth.marker_plate}"
     data_dir = args.out / f"data_n{args.n_per_class}_r{args.shortcut_rate}_{synth.marker_vocab}_p{int(synth.marker_plate)}_s{synth.severity_min:g}"
