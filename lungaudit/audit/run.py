@@ -294,7 +294,7 @@ def audit(
         pred_full, pred_masked, flip, drop = masking_counterfactual(probs_full, probs_masked)
         region_idx, _shares = dominant_region(heat, lungs, cfg.border_frac, tol_px)
 
-        masks_np = m[:, 0].cpu().numpy().astype(bool)
+        masks_np = lungs.cpu().numpy()
         boxes = [_outside_lungs(b, mk) for b, mk in zip(box_tensor.tolist(), masks_np)]
         pred_clean = pred_full.clone()
         if cfg.marker_counterfactual and any(boxes):

@@ -6,8 +6,9 @@ The generator is the project's default data set and the ground truth for the aud
   per patient; the lung mask is exactly the drawn lung fields.
 * **Class signal lives only inside the lung mask** and has random severity in
   ``[severity_min, 1]``; by default some cases are nearly invisible, so the lungs alone do not
-  separate the classes perfectly (as on real films) and a shortcut pays off for every class. Normal: clear lungs; COVID: bilateral peripheral lower-zone ground glass;
-  Lung_Opacity: one focal dense consolidation; Viral Pneumonia: perihilar interstitial streaks.
+  separate the classes perfectly (as on real films) and a shortcut pays off for every class.
+  Normal: clear lungs; COVID: bilateral peripheral lower-zone ground glass; Lung_Opacity: one focal
+  dense consolidation; Viral Pneumonia: perihilar interstitial streaks.
 * **Shortcuts live only outside the lung mask** and are class-correlated at ``shortcut_rate`` in train
   and val, independent of the class in test:
 
@@ -119,9 +120,9 @@ class CaseParams:
     shoulder_class: int | None = None
     source_cue: bool = False
     make_twin: bool = False
-    severity_min: float = 0.35
-    marker_vocab: str = "shared"
-    marker_plate: bool = False
+    severity_min: float = SynthConfig.severity_min
+    marker_vocab: str = SynthConfig.marker_vocab
+    marker_plate: bool = SynthConfig.marker_plate
 
     @property
     def class_index(self) -> int:

@@ -50,8 +50,8 @@ def cache_root() -> Path:
 def synthetic_default(cfg: SynthConfig, callback: TrainCallback | None = None) -> Path:
     """The synthetic benchmark for ``cfg``, generated into the cache on first use.
 
-    The folder name hashes the generator config and version, and a ``.complete`` marker is written last, so a
-    generation that was interrupted is detected and redone rather than silently trained on.
+    The folder name hashes the generator config and version, and a ``.complete`` marker is written
+    last, so a generation that was interrupted is detected and redone rather than silently trained on.
     """
     from lungaudit.data.synth import GENERATOR_VERSION, generate
 
