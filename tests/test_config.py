@@ -2,13 +2,13 @@ from pathlib import Path
 
 import pytest
 
-from lungaudit.config import ConfigError, TrainConfig, apply_overrides, load_config, to_dict
+from lungaudit.config import ConfigError, TrainConfig, apply_overrides, load_config, packaged_config, to_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_default_yaml_equals_dataclass_defaults():
-    assert load_config(REPO / "configs/default.yaml") == TrainConfig()
+    assert load_config(packaged_config()) == TrainConfig()
 
 
 def test_unknown_key_is_refused(tmp_path):

@@ -10,9 +10,10 @@ from torch import nn
 from lungaudit.classification.metrics import macro_f1
 from lungaudit.classification.model import build_classifier
 from lungaudit.config import ClsConfig, to_dict
-from lungaudit.training.arrays import apply_lung_mask, dilate
+from lungaudit.data.arrays import apply_lung_mask, dilate
 from lungaudit.training.augment import cls_augment
-from lungaudit.training.loop import EpochSeededDataset, Stage, autocast, batches, to_device, train_loader
+from lungaudit.device import autocast, to_device
+from lungaudit.training.loop import EpochSeededDataset, Stage, batches, train_loader
 
 CLS_MODEL_KEYS = ("arch", "image_size", "output_stride")
 

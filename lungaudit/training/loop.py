@@ -6,7 +6,6 @@ everything about epochs, checkpoints, resumption and device placement.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -19,9 +18,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from lungaudit.device import autocast, prepare_model
+from lungaudit.runs.checkpoint import Checkpoint, check_same_model, load_checkpoint, save_checkpoint
+from lungaudit.runs.rundir import MetricsLog
 from lungaudit.training.callbacks import TrainCallback
-from lungaudit.training.checkpoint import Checkpoint, check_same_model, load_checkpoint, save_checkpoint
-from lungaudit.training.rundir import MetricsLog
 
 log = logging.getLogger(__name__)
 
@@ -40,27 +40,6 @@ class Stage:
     lr: float
     weight_decay: float
     patience: int  # 0 disables early stopping
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (no grad scaler needed), a no-op on CPU where it would only slow down."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    if device.type == "cuda" and x.ndim == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
 
 
 def run_stage(
