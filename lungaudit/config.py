@@ -64,6 +64,7 @@ class SegConfig:
     weight_decay: float = 1e-4
     max_train_images: int = 400  # lungs are easy to learn; more images mostly cost time
     pretrained: bool = False  # opt-in ImageNet encoder weights (needs network)
+    weights: str = ""  # start from a local state dict or a lungaudit seg checkpoint/run ("" = none)
 
 
 @dataclass(frozen=True)
@@ -75,16 +76,26 @@ class ClsConfig:
     mask_dilate_px: int = 3  # dilation of the lung mask (at model resolution) before masking
     fill_value: float = 0.0
     epochs: int = 14
+    min_epoch_steps: int = 16  # an epoch is at least this many optimizer steps (a small set is repeated)
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    patience: int = 4  # early stopping on validation macro-F1
+    label_smoothing: float = 0.0
+    balance: str = "weights"  # weights | sampler | none: how classes of unequal size are balanced
+    select_metric: str = "auc"  # auc | f1: validation score for best checkpoint and early stopping
+    patience: int = 4  # early stopping: epochs without gain (0 = off), counted once out of chance
+    stop_margin: float = 0.05  # the score must beat chance by this before patience counts
+    min_epochs: int = 7  # early stopping never fires before this epoch
     hflip: bool = False  # off: the heart sits on the left
     rotate_deg: float = 18.0
     scale: float = 0.05
+    translate: float = 0.0  # random shift, fraction of the side
     brightness: float = 0.1
     contrast: float = 0.1
+    gamma: float = 0.0  # random gamma in [1 - gamma, 1 + gamma] (0 = off)
     pretrained: bool = False
+    weights: str = ""  # start from a local state dict or a lungaudit cls checkpoint/run ("" = none)
+    input_norm: str = "auto"  # auto | none | imagenet: input normalisation inside the model
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,9 @@ def train(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     resume: bool = typer.Option(False, "--resume", help="Continue the named run from its last checkpoints."),
     pretrained: bool = typer.Option(False, "--pretrained", help="Start from ImageNet weights (needs network)."),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", help="Start from local weights: a run folder, a lungaudit checkpoint or a state dict (offline)."
+    ),
 ) -> None:
     """Train the lung segmenter and the masked/unmasked classifier."""
     from lungaudit.training.pipeline import STAGES, train as run_train
@@ -96,6 +99,8 @@ def train(
         cfg = replace(cfg, device=device)
     if pretrained:
         cfg = replace(cfg, seg=replace(cfg.seg, pretrained=True), cls=replace(cfg.cls, pretrained=True))
+    if weights is not None:
+        cfg = _with_weights(cfg, weights, stage)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console) as progress:
         try:
@@ -106,6 +111,18 @@ def train(
     print_test_metrics(result.test_metrics)
     times = ", ".join(f"{k} {v:.0f}s" for k, v in result.stage_times_s.items())
     console.print(f"[bold green]done[/] in {result.elapsed_s:.0f}s ({times}); run folder: [bold]{result.run_dir}[/]")
+
+
+def _with_weights(cfg: Any, weights: Path, stage: str) -> Any:
+    from lungaudit.training.weights import WeightsError, weights_for_stage
+
+    try:
+        chosen = weights_for_stage(weights, stage)
+    except WeightsError as e:
+        fail(str(e))
+    for kind, path in chosen.items():
+        cfg = replace(cfg, **{kind: replace(getattr(cfg, kind), weights=path)})
+    return cfg
 
 
 def _resume_dir(project: Path, name: str | None) -> Path:

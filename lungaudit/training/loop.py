@@ -17,11 +17,12 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from lungaudit.training.callbacks import TrainCallback
 from lungaudit.training.checkpoint import Checkpoint, check_same_model, load_checkpoint, save_checkpoint
 from lungaudit.training.rundir import MetricsLog
+from lungaudit.training.stopping import StopRule, StopState, stopping_step
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ class Stage:
     lr: float
     weight_decay: float
     patience: int  # 0 disables early stopping
+    chance: float = -math.inf  # the score of a model that learnt nothing; patience waits until it is left
+    stop_margin: float = 0.0  # ... by this much
+    min_epochs: int = 0  # early stopping never fires before this epoch
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -86,6 +90,7 @@ def run_stage(
     warmup = min(steps_per_epoch, max(1, total_steps // 20))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_with_warmup(s, warmup, total_steps))
 
+    rule = StopRule(stage.patience, stage.chance, stage.stop_margin, stage.min_epochs)
     start_epoch, best, bad_epochs = 0, -math.inf, 0
     if resume and last_path.is_file():
         ckpt = load_checkpoint(last_path, kind=stage.kind, class_names=stage.class_names, map_location=device)
@@ -106,9 +111,10 @@ def run_stage(
     finished = start_epoch >= stage.epochs
     for epoch in range(start_epoch, stage.epochs):
         t0 = time.perf_counter()
-        set_epoch = getattr(stage.loader.dataset, "set_epoch", None)
-        if set_epoch is not None:
-            set_epoch(epoch)
+        for owner in (stage.loader.dataset, stage.loader.sampler):  # reseed augmentation and draws
+            set_epoch = getattr(owner, "set_epoch", None)
+            if set_epoch is not None:
+                set_epoch(epoch)
         model.train()
         totals: dict[str, float] = {}
         n_batches = 0
@@ -131,9 +137,8 @@ def run_stage(
             # No validation images (e.g. a small segmentation-only set used whole for training):
             # fall back to the training loss, so "best" still means something.
             score = -totals.get("loss", 0.0) / max(n_batches, 1)
-        improved = score > best
-        best, bad_epochs = (score, 0) if improved else (best, bad_epochs + 1)
-        stop = stage.patience > 0 and bad_epochs >= stage.patience
+        state, improved, stop = stopping_step(StopState(best, bad_epochs), score, epoch + 1, rule)
+        best, bad_epochs = state.best, state.bad_epochs
         finished = stop or epoch + 1 == stage.epochs
         row = {
             "stage": stage.kind,
@@ -143,7 +148,7 @@ def run_stage(
             "lr": optimizer.param_groups[0]["lr"],
             "epoch_time_s": time.perf_counter() - t0,
             "train_time_s": train_time,
-            "images_per_s": len(stage.loader.dataset) / max(train_time, 1e-9),
+            "images_per_s": n_batches * (stage.loader.batch_size or 1) / max(train_time, 1e-9),
         }
         ckpt = Checkpoint(
             kind=stage.kind,
@@ -212,15 +217,23 @@ def _reseed_worker(worker_id: int) -> None:
         ds.transform.set_random_seed(ds.seed * 10_007 + ds.epoch * 101 + worker_id + 1)
 
 
-def train_loader(dataset: Dataset, batch_size: int, seed: int, device: torch.device, num_workers: int = 0) -> DataLoader:
-    """Shuffled, seeded loader: the same seed gives the same batches in the same order."""
+def train_loader(
+    dataset: Dataset, batch_size: int, seed: int, device: torch.device, num_workers: int = 0, sampler: Sampler | None = None
+) -> DataLoader:
+    """Shuffled, seeded loader: the same seed gives the same batches in the same order.
+
+    A ``sampler`` (which then owns the order, e.g. :class:`~lungaudit.training.sampling.EpochSampler`)
+    replaces the shuffle; a last partial batch is dropped whenever there is more than one batch.
+    """
+    n = len(sampler) if sampler is not None else len(dataset)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=True,
-        drop_last=len(dataset) > batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=n > batch_size,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(seed) if sampler is None else None,
         worker_init_fn=_reseed_worker if num_workers > 0 else None,
     )

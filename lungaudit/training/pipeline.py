@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from lungaudit.classification.metrics import classification_report
-from lungaudit.config import SynthConfig, TrainConfig, save_config, to_dict
+from lungaudit.classification.model import resolve_input_norm
+from lungaudit.config import SynthConfig, TrainConfig, replace, save_config, to_dict
 from lungaudit.data.records import Dataset, Sample
 from lungaudit.segmentation.predict import predict_masks
 from lungaudit.training import plots
@@ -28,6 +29,7 @@ from lungaudit.training.loop import run_stage
 from lungaudit.training.restore import restore
 from lungaudit.training.rundir import MetricsLog, increment_run_dir
 from lungaudit.training.seg import seg_metrics, seg_stage
+from lungaudit.training.weights import InitWeights, WeightsError, input_norm_of, load_into, read_weights
 from lungaudit.utils import atomic_write_json, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,7 @@ def train(
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     callback = callback or TrainCallback()
     t_start = time.perf_counter()
+    cfg, cls_init = _resolve_cls_input(cfg, stage)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     root = Path(cfg.data.root) if cfg.data.root else synthetic_default(cfg.synth, callback)
@@ -145,6 +148,9 @@ def train(
     if stage in ("all", "seg"):
         t0 = time.perf_counter()
         spec = seg_stage(cfg.seg, arrays("train", seg_size), arrays("val", seg_size), cfg.seed, device, cfg.data.num_workers)
+        if cfg.seg.weights and not (resume and (weights / "seg_last.pt").is_file()):
+            init = load_into(spec.model, read_weights(cfg.seg.weights, "seg"), "seg")
+            test_metrics["seg_init_weights"] = _report_init(init, "seg", callback)
         ckpt = run_stage(
             spec, weights, metrics, device, callback, resume,
             interrupt_after[1] if interrupt_after and interrupt_after[0] == "seg" else None,
@@ -189,6 +195,11 @@ def train(
             va.images, va_masks, _labels(va.samples, class_names),
             class_weights(splits["train"], class_names), cfg.seed, device, cfg.data.num_workers,
         )
+        if cls_init is not None and not (resume and (weights / "cls_last.pt").is_file()):
+            if cls_init.class_names is not None and cls_init.class_names != class_names:
+                # Same number of classes in another meaning is still another head: start it fresh.
+                cls_init.state = {k: v for k, v in cls_init.state.items() if not k.startswith("fc.")}
+            test_metrics["cls_init_weights"] = _report_init(load_into(spec.model, cls_init, "cls"), "cls", callback)
         ckpt = run_stage(
             spec, weights, metrics, device, callback, resume,
             interrupt_after[1] if interrupt_after and interrupt_after[0] == "cls" else None,
@@ -203,6 +214,27 @@ def train(
     test_metrics["stage_times_s"] = times
     atomic_write_json(run_dir / "test_metrics.json", test_metrics)
     return TrainResult(run_dir, test_metrics, elapsed, times)
+
+
+def _resolve_cls_input(cfg: TrainConfig, stage: str) -> tuple[TrainConfig, InitWeights | None]:
+    """Read ``cls.weights`` (when the classifier is trained) and fix ``cls.input_norm`` to a value.
+
+    ``auto`` becomes what the starting weights expect, so the run's config.yaml and checkpoints
+    name the normalisation itself and everything that rebuilds the model from them applies it.
+    """
+    if cfg.cls.pretrained and cfg.cls.weights:
+        raise WeightsError("cls.pretrained and cls.weights both ask for starting weights; choose one")
+    if cfg.seg.pretrained and cfg.seg.weights:
+        raise WeightsError("seg.pretrained and seg.weights both ask for starting weights; choose one")
+    init = read_weights(cfg.cls.weights, "cls") if cfg.cls.weights and stage in ("all", "cls") else None
+    norm = resolve_input_norm(cfg.cls, input_norm_of(init) if init is not None else None)
+    return replace(cfg, cls=replace(cfg.cls, input_norm=norm)), init
+
+
+def _report_init(init: InitWeights, kind: str, callback: TrainCallback) -> dict[str, Any]:
+    fresh = f"; kept fresh: {', '.join(init.kept_fresh)}" if init.kept_fresh else ""
+    callback.message(f"{kind}: starting from {init.path} ({init.source}, sha256 {init.sha256[:12]}){fresh}")
+    return init.summary()
 
 
 def _classifier_test_metrics(
