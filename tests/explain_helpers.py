@@ -52,3 +52,40 @@ def make_tiny(seed: int = 0, num_classes: int = 3) -> TinyNet:
             m.bias.uniform_(-0.2, 0.2)
         model.fc.weight.mul_(3.0)
     return model.eval()
+
+
+def square_task(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 1, size, size) dim noisy images with one 6 x 6 square at a random place, bright (label 1)
+    or mid-grey (label 0): a task whose only evidence is the square, learnable through global pooling."""
+    g = torch.Generator().manual_seed(seed)
+    x = 0.2 * torch.rand(n, 1, size, size, generator=g)
+    y = torch.randint(0, 2, (n,), generator=g)
+    ys = torch.randint(0, size - 6, (n,), generator=g)
+    xs = torch.randint(0, size - 6, (n,), generator=g)
+    for i in range(n):
+        x[i, 0, ys[i] : ys[i] + 6, xs[i] : xs[i] + 6] = 1.0 if y[i] else 0.5
+    return x, y
+
+
+def train_tiny(x: torch.Tensor, y: torch.Tensor, steps: int = 40, seed: int = 0) -> TinyNet:
+    """A TinyNet (2 classes) fitted with Adam on (x, y) in full batches; eval mode.
+
+    BatchNorm statistics are re-estimated on ``x`` at the end: after a few fast-moving steps the
+    running averages lag the weights and the eval-mode model would be far worse than the trained one."""
+    torch.manual_seed(seed)
+    model = TinyNet(num_classes=2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+        model(x)
+        for m in bns:
+            m.momentum = 0.1
+    return model.eval()
