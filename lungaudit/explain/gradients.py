@@ -78,8 +78,15 @@ GRADIENT_COST = "1 forward + 1 backward to the input (no weight gradients)"
 
 @register_method(
     "saliency",
-    MethodInfo("gradient", False, GRADIENT_COST, 2.5, "Simonyan et al. 2014, Deep Inside Convolutional Networks",
-               "Captum Saliency (abs=True)", "abs"),
+    MethodInfo(
+        kind="gradient",
+        needs_target_layer=False,
+        cost=GRADIENT_COST,
+        forwards=2.5,
+        paper="Simonyan et al. 2014, Deep Inside Convolutional Networks",
+        reference="Captum Saliency (abs=True)",
+        nonneg="abs",
+    ),
 )
 class Saliency(ExplainMethod):
     """Vanilla gradient: |d score / d x|, summed over input channels."""
@@ -91,8 +98,15 @@ class Saliency(ExplainMethod):
 
 @register_method(
     "gradxinput",
-    MethodInfo("gradient", False, GRADIENT_COST, 2.5, "Shrikumar et al. 2016, Not Just a Black Box (gradient x input)",
-               "Captum InputXGradient", "abs"),
+    MethodInfo(
+        kind="gradient",
+        needs_target_layer=False,
+        cost=GRADIENT_COST,
+        forwards=2.5,
+        paper="Shrikumar et al. 2016, Not Just a Black Box (gradient x input)",
+        reference="Captum InputXGradient",
+        nonneg="abs",
+    ),
 )
 class GradientXInput(ExplainMethod):
     """Gradient x input: |x * d score / d x| (the first-order Taylor term against a black image)."""
@@ -104,8 +118,15 @@ class GradientXInput(ExplainMethod):
 
 @register_method(
     "smoothgrad",
-    MethodInfo("gradient", False, "n_samples x (forward + input backward) + 1 forward (16 samples by default)", 41.0,
-               "Smilkov et al. 2017, SmoothGrad", "Captum NoiseTunnel(Saliency, nt_type='smoothgrad')", "abs"),
+    MethodInfo(
+        kind="gradient",
+        needs_target_layer=False,
+        cost="n_samples x (forward + input backward) + 1 forward (16 samples by default)",
+        forwards=41.0,
+        paper="Smilkov et al. 2017, SmoothGrad",
+        reference="Captum NoiseTunnel(Saliency, nt_type='smoothgrad')",
+        nonneg="abs",
+    ),
 )
 class SmoothGrad(ExplainMethod):
     """SmoothGrad: the mean of |gradient| over Gaussian-noised copies of the input.
@@ -148,9 +169,15 @@ def gauss_legendre(n_steps: int) -> tuple[np.ndarray, np.ndarray]:
 
 @register_method(
     "integrated_gradients",
-    MethodInfo("gradient", False, "n_steps x (forward + input backward) + 1 forward (32 steps by default)", 81.0,
-               "Sundararajan et al. 2017, Axiomatic Attribution for Deep Networks",
-               "Captum IntegratedGradients (gausslegendre)", "abs"),
+    MethodInfo(
+        kind="gradient",
+        needs_target_layer=False,
+        cost="n_steps x (forward + input backward) + 1 forward (32 steps by default)",
+        forwards=81.0,
+        paper="Sundararajan et al. 2017, Axiomatic Attribution for Deep Networks",
+        reference="Captum IntegratedGradients (gausslegendre)",
+        nonneg="abs",
+    ),
 )
 class IntegratedGradients(ExplainMethod):
     """Integrated gradients from a constant baseline: |(x - b) * integral_0^1 grad(b + a (x - b)) da|.
@@ -227,9 +254,15 @@ def guided_relus(model: nn.Module, after: list[bool] | None = None) -> Iterator[
 
 @register_method(
     "guided_backprop",
-    MethodInfo("gradient", False, GRADIENT_COST + ", ReLU outputs copied", 2.7,
-               "Springenberg et al. 2015, Striving for Simplicity (guided backpropagation)", "Captum GuidedBackprop",
-               "abs"),
+    MethodInfo(
+        kind="gradient",
+        needs_target_layer=False,
+        cost=GRADIENT_COST + ", ReLU outputs copied",
+        forwards=2.7,
+        paper="Springenberg et al. 2015, Striving for Simplicity (guided backpropagation)",
+        reference="Captum GuidedBackprop",
+        nonneg="abs",
+    ),
 )
 class GuidedBackprop(ExplainMethod):
     """Guided backpropagation: the input gradient with every ReLU passing back only positive gradient."""
@@ -242,9 +275,15 @@ class GuidedBackprop(ExplainMethod):
 
 @register_method(
     "guided_gradcam",
-    MethodInfo("gradient", True, "1 forward + 1 input backward (+1 forward when ReLUs follow the target layer)", 2.8,
-               "Selvaraju et al. 2017, Grad-CAM (guided Grad-CAM)",
-               "Captum GuidedGradCam (interpolate_mode='bilinear')", "abs"),
+    MethodInfo(
+        kind="gradient",
+        needs_target_layer=True,
+        cost="1 forward + 1 input backward (+1 forward when ReLUs follow the target layer)",
+        forwards=2.8,
+        paper="Selvaraju et al. 2017, Grad-CAM (guided Grad-CAM)",
+        reference="Captum GuidedGradCam (interpolate_mode='bilinear')",
+        nonneg="abs",
+    ),
 )
 class GuidedGradCAM(ExplainMethod):
     """Guided Grad-CAM: guided backpropagation times Grad-CAM upsampled (bilinear) to the input.
