@@ -12,6 +12,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,6 +50,11 @@ class DataConfig:
     val_frac: float = 0.15
     test_frac: float = 0.15
     num_workers: int = 0  # DataLoader workers; 0 keeps everything in the main process
+    max_megapixels: float = 50.0  # images above this are refused from their header, before decoding (0 = no cap)
+
+    @property
+    def max_pixels(self) -> int:
+        return int(self.max_megapixels * 1_000_000)
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class SegConfig:
     weight_decay: float = 1e-4
     max_train_images: int = 400  # lungs are easy to learn; more images mostly cost time
     pretrained: bool = False  # opt-in ImageNet encoder weights (needs network)
+    weights: str = ""  # start from a local state dict or a lungaudit seg checkpoint/run ("" = none)
 
 
 @dataclass(frozen=True)
@@ -75,16 +82,26 @@ class ClsConfig:
     mask_dilate_px: int = 3  # dilation of the lung mask (at model resolution) before masking
     fill_value: float = 0.0
     epochs: int = 14
+    min_epoch_steps: int = 16  # an epoch is at least this many optimizer steps (a small set is repeated)
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    patience: int = 4  # early stopping on validation macro-F1
+    label_smoothing: float = 0.0
+    balance: str = "weights"  # weights | sampler | none: how classes of unequal size are balanced
+    select_metric: str = "auc"  # auc | f1: validation score for best checkpoint and early stopping
+    patience: int = 4  # early stopping: epochs without gain (0 = off), counted once out of chance
+    stop_margin: float = 0.05  # the score must beat chance by this before patience counts
+    min_epochs: int = 7  # early stopping never fires before this epoch
     hflip: bool = False  # off: the heart sits on the left
     rotate_deg: float = 18.0
     scale: float = 0.05
+    translate: float = 0.0  # random shift, fraction of the side
     brightness: float = 0.1
     contrast: float = 0.1
+    gamma: float = 0.0  # random gamma in [1 - gamma, 1 + gamma] (0 = off)
     pretrained: bool = False
+    weights: str = ""  # start from a local state dict or a lungaudit cls checkpoint/run ("" = none)
+    input_norm: str = "auto"  # auto | none | imagenet: input normalisation inside the model
 
 
 @dataclass(frozen=True)
@@ -101,7 +118,7 @@ class AuditConfig:
     border_frac: float = 0.12  # width of the border/corner band, as a fraction of the side
     predict_masks: bool = False
     overlays: bool = True
-    image_size: int = 128  # resolution at which CAMs and masks are compared
+    marker_side: int = 512  # longest side the burned-in marker search runs at (cost independent of image size)
 
 
 @dataclass(frozen=True)
@@ -153,17 +170,67 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+# Valid ranges of numeric keys (inclusive; None = unbounded). A value outside, or NaN, is refused
+# with the key named, before any work starts.
+LIMITS: dict[str, tuple[float | None, float | None]] = {
+    "synth.n_per_class": (1, None), "synth.size": (32, 8192), "synth.shortcut_rate": (0, 1),
+    "synth.val_frac": (0, 0.9), "synth.test_frac": (0, 0.9), "synth.n_sources": (1, 26), "synth.workers": (0, 256),
+    "synth.severity_min": (0, 1),
+    "data.val_frac": (0, 0.9), "data.test_frac": (0, 0.9), "data.num_workers": (0, 256), "data.max_megapixels": (0, None),
+    "seg.encoder_depth": (3, 5), "seg.image_size": (32, 4096), "seg.epochs": (1, None), "seg.batch_size": (1, None),
+    "seg.lr": (0, 10), "seg.weight_decay": (0, 10), "seg.max_train_images": (0, None),
+    "cls.image_size": (32, 4096), "cls.mask_prob": (0, 1), "cls.mask_dilate_px": (0, 512), "cls.fill_value": (0, 1),
+    "cls.epochs": (1, None), "cls.batch_size": (1, None), "cls.lr": (0, 10), "cls.weight_decay": (0, 10),
+    "cls.patience": (0, None), "cls.rotate_deg": (0, 180), "cls.scale": (0, 0.9), "cls.brightness": (0, 1),
+    "cls.contrast": (0, 1),
+    "audit.batch_size": (1, None), "audit.tolerance_px": (0, 512), "audit.out_threshold": (0, 1),
+    "audit.border_frac": (0, 0.49), "audit.marker_side": (32, 16384),
+}  # fmt: skip
+
+
+def _check_limits(obj: Any, prefix: str) -> None:
+    for f in fields(obj):
+        bounds = LIMITS.get(prefix + f.name)
+        if bounds is None:
+            continue
+        v, (lo, hi) = getattr(obj, f.name), bounds
+        ok = (lo is None or v >= lo) and (hi is None or v <= hi)  # False for NaN
+        if not ok:
+            span = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+            raise ConfigError(f"{prefix}{f.name}: {v!r} is outside its valid range {span}")
+
+
+def _check_sections(cfg: Any) -> None:
+    """Cross-key rules that a single key's range cannot express."""
+    for name in ("synth", "data"):
+        sec = getattr(cfg, name, None)
+        if sec is not None and sec.val_frac + sec.test_frac >= 1:
+            raise ConfigError(f"{name}.val_frac + {name}.test_frac must be below 1, got {sec.val_frac} + {sec.test_frac}")
+    seg = getattr(cfg, "seg", None)
+    if seg is not None:
+        if len(seg.decoder_channels) != seg.encoder_depth:
+            raise ConfigError(f"seg.decoder_channels has {len(seg.decoder_channels)} entries but seg.encoder_depth is {seg.encoder_depth}")
+        if seg.image_size % 2**seg.encoder_depth:
+            raise ConfigError(f"seg.image_size {seg.image_size} must be divisible by 2**seg.encoder_depth = {2**seg.encoder_depth}")
+
+
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a nested mapping; unknown keys raise ``ConfigError``."""
+    """Build dataclass ``cls`` from a nested mapping; unknown keys and out-of-range values raise ``ConfigError``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(map(str, data)) - known)
     if unknown:
         raise ConfigError(
             f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; valid: {', '.join(sorted(known))}"
         )
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    _check_limits(obj, prefix)
+    if not prefix:
+        _check_sections(obj)
+    return obj
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -194,37 +261,70 @@ def apply_overrides(cfg: T, overrides: list[str] | tuple[str, ...]) -> T:
             node = node[part]
         if parts[-1] not in node:
             raise ConfigError(f"override {key!r}: unknown key {parts[-1]!r}; valid: {', '.join(sorted(node))}")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: the value is not a valid YAML scalar or list") from None
     return from_dict(type(cfg), data)
 
 
+USER_CONFIG = "lungaudit.yaml"
+
+
+def packaged_config(name: str = "default.yaml") -> Path:
+    """A YAML file shipped inside the package (``default.yaml``, ``gate.yaml``), found without a checkout."""
+    return Path(str(resources.files("lungaudit").joinpath("configs", name)))
+
+
+def find_config(explicit: str | Path | None = None) -> Path:
+    """The config file to load: ``explicit`` if given, else ``./lungaudit.yaml``, else the packaged defaults.
+
+    A stray ``configs/default.yaml`` in the working directory is never picked up implicitly.
+    """
+    if explicit is not None:
+        return Path(explicit)
+    local = Path(USER_CONFIG)
+    return local if local.is_file() else packaged_config()
+
+
+def read_yaml_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML file holding a mapping; every failure is a ``ConfigError`` naming the file."""
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} {path} is not valid YAML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{what} {path} cannot be read: {e.strerror or e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must hold a mapping at the top level")
+    return data
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), cls: type[T] = TrainConfig) -> T:  # type: ignore[assignment]
-    """Load ``cls`` from YAML (missing keys keep their defaults) and apply CLI overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {p} must hold a mapping at the top level")
-    cfg = from_dict(cls, data)
-    return apply_overrides(cfg, overrides) if overrides else cfg
+    """Load ``cls`` from YAML (missing keys keep their defaults) and apply ``key=value`` overrides.
+
+    ``path=None`` means :func:`find_config` (``./lungaudit.yaml`` or the packaged defaults). Every
+    error is a ``ConfigError`` whose message names the file it came from.
+    """
+    p = find_config(path)
+    try:
+        cfg = from_dict(cls, read_yaml_mapping(p))
+        return apply_overrides(cfg, overrides) if overrides else cfg
+    except ConfigError as e:
+        msg = str(e)
+        raise ConfigError(msg if str(p) in msg else f"{p}: {msg}") from None
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
     from lungaudit.utils import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
-
-def default_config_path() -> Path | None:
-    """``configs/default.yaml`` in the working directory, when run from a checkout."""
-    p = Path("configs/default.yaml")
-    return p if p.is_file() else None
 
 
 __all__ = [
@@ -237,9 +337,14 @@ __all__ = [
     "SegConfig",
     "SynthConfig",
     "TrainConfig",
+    "LIMITS",
+    "USER_CONFIG",
     "apply_overrides",
+    "find_config",
     "from_dict",
     "load_config",
+    "packaged_config",
+    "read_yaml_mapping",
     "replace",
     "save_config",
     "to_dict",

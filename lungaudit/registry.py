@@ -1,4 +1,4 @@
-"""A plain name -> builder registry used for model builders and CAM methods.
+"""A plain name -> builder registry used for model builders, CAM methods and data set layouts.
 
 Decorator registration keeps each builder next to its code; the CLI's choices and the
 parametrised tests both read ``names()``, so a new entry is exposed and tested without edits elsewhere.
@@ -33,6 +33,12 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def items(self) -> list[tuple[str, T]]:
+        """Every ``(name, entry)``, sorted by name like :meth:`names`. An entry that must be tried in
+        a particular order (a layout's detection priority) carries that order itself, so the result
+        never depends on which module happened to be imported first."""
+        return [(name, self._items[name]) for name in self.names()]
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes, hashing, seeding, device choice."""
+"""Small shared helpers: atomic writes, hashing, seeding."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import json
 import os
 import random
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+_UMASK_LOCK = threading.Lock()
 
 
 def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
@@ -23,6 +26,9 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600; outputs are shared (a curator opens report.html), so give the file the
+        # mode open() would have given it under the caller's umask.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if durable:
@@ -32,6 +38,24 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; the lock keeps that invisible to other threads)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def safe_filename(text: str, max_len: int = 60) -> str:
+    """A file-name fragment derived from data (a class, a source, an image name) that is only a name.
+
+    Every character but ASCII letters, digits, ``-`` and ``_`` becomes ``_``, so no separator, dot
+    or drive letter survives: the result can never leave the folder it is joined to. Never empty.
+    """
+    cleaned = "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "_" for c in str(text))[:max_len]
+    return cleaned or "_"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -77,14 +101,3 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str = "auto") -> "torch.device":  # noqa: F821
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available on this machine")
-    return dev

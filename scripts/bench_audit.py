@@ -29,14 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from _bench_common import write_benchmark_section  # noqa: E402
 
-from lungaudit.audit.run import audit  # noqa: E402
+from lungaudit.audit.run import audit_dataset as audit  # noqa: E402
 from lungaudit.classification.model import build_classifier  # noqa: E402
 from lungaudit.config import AuditConfig, ClsConfig, SegConfig, SynthConfig, to_dict  # noqa: E402
 from lungaudit.data.layouts import load_dataset  # noqa: E402
 from lungaudit.data.synth import generate  # noqa: E402
 from lungaudit.segmentation.model import build_segmenter  # noqa: E402
-from lungaudit.training.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
-from lungaudit.training.loop import prepare_model  # noqa: E402
+from lungaudit.runs.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
+from lungaudit.device import prepare_model  # noqa: E402
 
 console = Console()
 
@@ -82,7 +82,7 @@ def main() -> None:
         generate(data, SynthConfig(n_per_class=args.n_per_class, size=args.size, seed=1))
     ds = load_dataset(data)
     if (args.run / "weights" / "cls_best.pt").is_file():
-        from lungaudit.training.restore import load_run
+        from lungaudit.runs.restore import load_run
 
         run = args.run
         trained = load_run(run, torch.device("cpu"))
@@ -92,7 +92,7 @@ def main() -> None:
         run = args.out / "run"
         make_run(run, cls_cfg, seg_cfg, list(ds.class_names))
 
-    from lungaudit.training.arrays import load_arrays
+    from lungaudit.data.arrays import load_arrays
 
     arrays = load_arrays(ds.samples, cls_cfg.image_size)
     x = torch.from_numpy(arrays.images[:, None])
@@ -119,7 +119,7 @@ def main() -> None:
         wall = time.perf_counter() - t0
         results.append({
             "mode": label, "images": n, "limit_images_per_s": n / limit_s, "audit_images_per_s": n / wall,
-            "ratio": limit_s / wall, "flagged": res.summary["counts"]["flagged"],
+            "ratio": limit_s / wall, "flagged": res.summary.counts.flagged,
         })
 
     table = Table(title=f"audit throughput, {n} images at {args.size} px -> {cls_cfg.image_size} px, {device}")

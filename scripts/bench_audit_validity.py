@@ -46,15 +46,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from _bench_common import write_benchmark_section  # noqa: E402
 
-from lungaudit.audit.run import audit  # noqa: E402
+from lungaudit.audit.run import audit_dataset as audit  # noqa: E402
 from lungaudit.config import TrainConfig, apply_overrides, load_config, replace  # noqa: E402
 from lungaudit.data.layouts import load_dataset  # noqa: E402
 from lungaudit.data.records import Sample  # noqa: E402
 from lungaudit.data.synth import generate  # noqa: E402
-from lungaudit.training.arrays import load_arrays  # noqa: E402
+from lungaudit.data.arrays import load_arrays  # noqa: E402
 from lungaudit.training.cls import predict_probs  # noqa: E402
 from lungaudit.training.pipeline import train  # noqa: E402
-from lungaudit.training.restore import load_run  # noqa: E402
+from lungaudit.runs.restore import load_run  # noqa: E402
 
 console = Console()
 
@@ -122,7 +122,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    base = load_config(ROOT / "configs/default.yaml")
+    base = load_config()
     base = apply_overrides(base, [*RECIPES[args.recipe], *args.overrides])
     synth = replace(base.synth, n_per_class=args.n_per_class, shortcut_rate=args.shortcut_rate, shortcuts=("markers",))
     recipe = f"severity_min={synth.severity_min:g}, marker_vocab={synth.marker_vocab}, marker_plate={synth.marker_plate}"

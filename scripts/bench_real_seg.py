@@ -30,9 +30,9 @@ from lungaudit.data.imageio import read_image, read_mask  # noqa: E402
 from lungaudit.data.layouts import load_dataset  # noqa: E402
 from lungaudit.segmentation.metrics import dice_iou  # noqa: E402
 from lungaudit.segmentation.predict import predict_masks  # noqa: E402
-from lungaudit.training.checkpoint import load_checkpoint  # noqa: E402
+from lungaudit.runs.checkpoint import load_checkpoint  # noqa: E402
 from lungaudit.training.pipeline import train  # noqa: E402
-from lungaudit.training.restore import restore  # noqa: E402
+from lungaudit.runs.restore import restore  # noqa: E402
 
 console = Console()
 SHENZHEN = ROOT.parent / "shared" / "realsample" / "shenzhen"
@@ -62,7 +62,7 @@ def main() -> None:
     if not args.data.is_dir():
         sys.exit(f"{args.data} not found: this benchmark needs the Shenzhen sample (../shared/realsample/shenzhen)")
     cfg = apply_overrides(
-        load_config(ROOT / "configs/default.yaml"),
+        load_config(),
         [
             f"data.root={args.data}", "data.layout=segonly", "data.seed=0", "data.val_frac=0", "data.test_frac=0.2",
             f"project={args.out}", "seg.max_train_images=0", "seg.epochs=40", "seg.image_size=128",

@@ -1,7 +1,12 @@
 """Probable burned-in markers (laterality tokens, hospital text) and whether a CAM hotspot sits on one.
 
 A marker is a bright, compact, high-contrast connected component outside the lungs. This runs per
-image on CPU numpy with OpenCV; it is not in the CAM hot path (a few milliseconds per 128 px image).
+image on CPU numpy with OpenCV, in the audit's decode workers, not in the CAM hot path.
+
+Its cost grows with the cube of the side at full resolution (a top-hat whose kernel is a tenth of the
+side), so :func:`markers_at_working_resolution` first shrinks an image to at most ``max_side``
+pixels: a hospital's 3000 px radiograph costs what a 512 px one does. Burned-in text stays legible at
+512 px (a 3000 px film's 60 px letters become 10 px).
 
 Pipeline per image: white top-hat (bright structures narrower than the kernel: text strokes, not
 the body or the shoulders) -> threshold on contrast -> a small closing that joins the letters of
@@ -128,6 +133,31 @@ def find_marker_boxes(
     ]
 
 
+def markers_at_working_resolution(
+    image: np.ndarray, lungs: np.ndarray | None, max_side: int, out_hw: tuple[int, int]
+) -> list[Box]:
+    """Marker boxes of one (H, W) image found at a side of at most ``max_side``, scaled to ``out_hw``.
+
+    Args:
+        image: (H, W) float in [0, 1] at full resolution.
+        lungs: (H, W) bool lung mask, or None when no mask is known yet.
+        max_side: longest side the search runs at (images already smaller are not enlarged).
+        out_hw: (height, width) the returned boxes refer to, e.g. the classifier's input size.
+    """
+    h, w = image.shape
+    scale = min(1.0, max_side / max(h, w))
+    if scale < 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        if lungs is not None:
+            lungs = cv2.resize(lungs.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    if lungs is None:
+        lungs = np.zeros(image.shape, bool)
+    found = find_marker_boxes(image[None], lungs[None])[0]
+    sy, sx = out_hw[0] / image.shape[0], out_hw[1] / image.shape[1]
+    return [(int(x0 * sx), int(y0 * sy), int(np.ceil(x1 * sx)), int(np.ceil(y1 * sy))) for x0, y0, x1, y1 in found]
+
+
 def hotspot_overlaps_marker(
     cam: np.ndarray | torch.Tensor,
     mask: np.ndarray | torch.Tensor | None,
@@ -174,4 +204,4 @@ def hotspot_overlaps_marker(
     return bool(e[near.ravel()[hot]].sum() >= 0.5 * e.sum())
 
 
-__all__ = ["Box", "find_marker_boxes", "hotspot_overlaps_marker"]
+__all__ = ["Box", "find_marker_boxes", "hotspot_overlaps_marker", "markers_at_working_resolution"]

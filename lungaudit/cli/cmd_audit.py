@@ -3,94 +3,86 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from lungaudit.cli.app import app
-from lungaudit.cli.common import console, fail, load_cli_config, table
-from lungaudit.config import replace
+from lungaudit.cli.choices import enum_from
+from lungaudit.cli.common import console, fail, say, table
+from lungaudit.data.split import SPLITS
+
+SplitChoice = enum_from(SPLITS, "SplitChoice")
 
 
-def latest_run(project: Path) -> Path:
-    runs = sorted((p for p in (project / "train").glob("*") if (p / "weights" / "cls_best.pt").is_file()),
-                  key=lambda p: p.stat().st_mtime)
-    if not runs:
-        fail(f"no trained run under {project / 'train'}; run `lungaudit train` first or pass --run")
-    return runs[-1]
-
-
-def print_audit_summary(summary: dict[str, Any]) -> None:
-    o, c = summary["overall"], summary["counts"]
+def print_audit_summary(summary: Any) -> None:
+    o, c = summary.overall, summary.counts
     console.print(table("Audit", ["", "value"], [
-        ["images audited", c["audited"]], ["flagged", c["flagged"]], ["flag rate", o["flag_rate"]],
-        ["mean E_in (strict)", o["mean_e_in"]], ["mean E_in (tolerant)", o["mean_e_in_tol"]],
-        ["flip rate under masking", o["flip_rate"]], ["accuracy", o["accuracy"]], ["problem files", c["problems"]],
-    ]))
-    for title, block in (("Per class", summary["per_class"]), ("Per source", summary["per_source"])):
+        ["images audited", c.audited], ["flagged", c.flagged], ["flag rate", o.flag_rate],
+        ["mean E_in (strict)", o.mean_e_in], ["mean E_in (tolerant)", o.mean_e_in_tol],
+        ["flip rate under masking", o.flip_rate], ["accuracy", o.accuracy], ["problem files", c.problems],
+        ["images the run trained on", c.trained_on],
+    ]))  # fmt: skip
+    for title, block in (("Per class", summary.per_class), ("Per source", summary.per_source)):
         if block:
             console.print(table(title, ["group", "n", "flag rate", "mean E_in", "flip rate", "accuracy"],
-                                [[k, v["n"], v["flag_rate"], v["mean_e_in"], v["flip_rate"], v["accuracy"]] for k, v in block.items()]))
-    if summary["regions"]:
-        console.print(table("Flagged: dominant outside region", ["region", "images"], sorted(summary["regions"].items(), key=lambda kv: -kv[1])))
+                                [[k, v.n, v.flag_rate, v.mean_e_in, v.flip_rate, v.accuracy] for k, v in block.items()]))
+    if summary.regions:
+        console.print(table("Flagged: dominant outside region", ["region", "images"], sorted(summary.regions.items(), key=lambda kv: -kv[1])))
+    if c.trained_on:
+        say("[yellow]note:[/] {} of the audited images were in the run's training or validation split", c.trained_on)
 
 
-def audit_with_progress(ds: Any, run_dir: Path, out_dir: Path, cfg: Any, device: str, resume: bool = False) -> Any:
-    """Run the audit behind a rich progress bar that shows images/s; clean exit 2 on bad input."""
-    from lungaudit.audit.run import audit as run_audit
-    from lungaudit.training.checkpoint import CheckpointError
+def audit_ticker(progress: Progress) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback that adds an "audit" bar (with images/s) to ``progress``."""
+    task = None
 
-    with Progress(TextColumn("audit"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as progress:
-        task = progress.add_task("audit", total=len(ds.samples), rate="")
+    def tick(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            task = progress.add_task("audit", total=total)
+        elapsed = progress.tasks[task].elapsed
+        rate = f" {done / elapsed:.1f} img/s" if elapsed else ""
+        progress.update(task, completed=done, total=total, description=f"audit{rate}")
 
-        def tick(done: int, total: int) -> None:
-            elapsed = progress.tasks[0].elapsed
-            progress.update(task, completed=done, total=total, rate=f"{done / elapsed:.1f} img/s" if elapsed else "")
+    return tick
 
-        try:
-            return run_audit(ds, run_dir, out_dir, cfg, device=device, resume=resume, progress=tick)
-        except (ValueError, CheckpointError) as e:
-            progress.stop()
-            fail(str(e))
+
+def with_audit_progress(run: Callable[[Callable[[int, int], None]], Any]) -> Any:
+    """Call ``run(tick)`` behind a rich progress bar showing images/s."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        return run(audit_ticker(progress))
 
 
 @app.command()
 def audit(
-    dataset: Path = typer.Argument(..., help="Data set folder or manifest CSV to audit."),
+    dataset: Optional[Path] = typer.Argument(None, help="Data set folder or manifest CSV (default: the run's own data set)."),
     run: Optional[Path] = typer.Option(None, "--run", help="Training run folder (default: the latest under runs/train)."),
     name: str = typer.Option("exp", help="Audit name under runs/audit/."),
-    split: Optional[str] = typer.Option(None, help="Audit only this split (train | val | test)."),
-    layout: str = typer.Option("auto", help="auto | covid | folders | manifest | segonly"),
+    split: Optional[SplitChoice] = typer.Option(None, help="Audit only this split, as the run split it."),  # type: ignore[valid-type]
+    layout: Optional[str] = typer.Option(None, help="Data set layout (default: detect, or the run's)."),
     predict_masks: bool = typer.Option(False, "--predict-masks", help="Ignore given masks; use the run's U-Net."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (default: configs/default.yaml)."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a config key, e.g. --set audit.out_threshold=0.4."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a key of the run's config, e.g. --set audit.out_threshold=0.4."),
+    project: Path = typer.Option(Path("runs"), "--project", help="Parent folder of train/ and audit/."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
-    resume: bool = typer.Option(False, "--resume", help="Continue runs/audit/<name> where it stopped."),
+    workers: int = typer.Option(1, "--workers", min=0, help="Decode workers."),
+    resume: bool = typer.Option(False, "--resume", help="Continue runs/audit/<name> where it stopped (same run, config and data only)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html at the end."),
 ) -> None:
-    """Audit every prediction: does the Grad-CAM energy sit in the lungs?"""
-    from lungaudit.data.layouts import DatasetError, load_dataset
-    from lungaudit.training.rundir import increment_run_dir
+    """Audit every prediction: does the Grad-CAM energy sit in the lungs? The audit follows the run's data, split and config."""
+    import lungaudit as la
 
-    cfg = load_cli_config(config, set_)
-    acfg = replace(cfg.audit, predict_masks=predict_masks or cfg.audit.predict_masks)
-    run_dir = run or latest_run(Path(cfg.project))
-    out_dir = increment_run_dir(Path(cfg.project) / "audit", name, exist_ok=resume)
+    overrides = list(set_ or []) + (["audit.predict_masks=true"] if predict_masks else [])
     try:
-        ds = load_dataset(dataset, layout, data_cfg=cfg.data)
-    except (DatasetError, ValueError) as e:
+        result = with_audit_progress(lambda tick: la.audit(
+            dataset, run, split=split.value if split else None, name=name, project=project, layout=layout,
+            overrides=overrides, device=device, resume=resume, progress=tick, num_workers=workers,
+        ))  # fmt: skip
+    except ValueError as e:
         fail(str(e))
-    if split:
-        ds.samples = ds.split(split)
-        if not ds.samples:
-            fail(f"{dataset} has no images in split {split!r}")
-    console.print(f"auditing {len(ds.samples)} images of {dataset} with {run_dir} -> {out_dir}")
-    result = audit_with_progress(ds, run_dir, out_dir, acfg, device=device, resume=resume)
     print_audit_summary(result.summary)
-    console.print(f"throughput: {result.images_per_s:.1f} images/s; outputs: [bold]{out_dir}[/]")
+    say("throughput: {} images/s; outputs: [bold]{}[/]", f"{result.images_per_s:.1f}", result.out_dir)
     if report:
-        from lungaudit.report.html import write_report
-
-        console.print(f"report: [bold]{write_report(out_dir)}[/]")
+        say("report: [bold]{}[/]", la.report(result.out_dir))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -11,18 +10,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lungaudit.cli.app import app
+from lungaudit.cli.choices import enum_from
 from lungaudit.cli.common import console, fail
-from lungaudit.data.layouts import DatasetError, Inspection, inspect_dataset, write_problems_csv
+from lungaudit.data.layouts import AUTO, DatasetError, Inspection, inspect_dataset, layout_names, write_problems_csv
 from lungaudit.data.split import SPLITS
 
-
-
-class LayoutChoice(str, Enum):
-    auto = "auto"
-    covid = "covid"
-    folders = "folders"
-    manifest = "manifest"
-    segonly = "segonly"
+LayoutChoice = enum_from(layout_names(), "LayoutChoice")
 
 
 def _problems_target(dataset: Path, explicit: Path | None) -> Path:
@@ -102,7 +95,7 @@ def _render_problems(problems: list, root: Path | None = None) -> None:
 @app.command()
 def inspect(
     dataset: Path = typer.Argument(..., help="Data set folder, or a manifest .csv."),
-    layout: LayoutChoice = typer.Option(LayoutChoice.auto, "--layout", help="On-disk layout; auto detects it."),
+    layout: LayoutChoice = typer.Option(LayoutChoice(AUTO), "--layout", help="On-disk layout; auto detects it."),  # type: ignore[valid-type]
     problems_csv: Optional[Path] = typer.Option(  # noqa: UP007 - typer needs Optional on 3.10
         None, "--problems-csv", help="Where to write problems.csv (default: runs/inspect/<data set>/problems.csv)."
     ),

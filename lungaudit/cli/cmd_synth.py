@@ -13,9 +13,9 @@ from rich.table import Table
 from lungaudit.cli.app import app
 from lungaudit.cli.common import console, fail
 from lungaudit.config import CLASS_NAMES, SynthConfig
+from lungaudit.data.split import SPLITS
 
 _DEFAULTS = SynthConfig()
-SPLITS = ("train", "val", "test")
 
 
 def _parse_shortcuts(text: str) -> tuple[str, ...]:

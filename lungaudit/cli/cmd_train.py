@@ -9,10 +9,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from lungaudit.cli.app import app
-from lungaudit.cli.common import console, fail, fmt, load_cli_config, table
+from lungaudit.cli.choices import enum_from
+from lungaudit.cli.common import console, fail, fmt, load_cli_config, say, table
 from lungaudit.config import replace
+from lungaudit.training import STAGES
 from lungaudit.training.callbacks import TrainCallback
-from lungaudit.training.checkpoint import CheckpointError
+
+StageChoice = enum_from(STAGES, "StageChoice")
 
 
 class RichTrainProgress(TrainCallback):
@@ -47,7 +50,7 @@ class RichTrainProgress(TrainCallback):
         self.progress.update(self.task, completed=self.total)
 
     def message(self, text: str) -> None:
-        self.progress.console.print(f"[dim]{text}[/]")
+        self.progress.console.print(text, style="dim", markup=False, highlight=False)
 
 
 def print_test_metrics(tm: dict[str, Any]) -> None:
@@ -67,22 +70,32 @@ def print_test_metrics(tm: dict[str, Any]) -> None:
             console.print(f"shortcut reliance (prediction changes on the clean twin): {cls['shortcut_reliance_rate']:.3f}")
 
 
+TRAIN_ERRORS = (ValueError, RuntimeError, FileNotFoundError)  # CheckpointError, ConfigError, ImageReadError are ValueErrors
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console)  # fmt: skip
+
+
 @app.command()
 def train(
     dataset: Optional[Path] = typer.Argument(None, help="Data set folder or manifest CSV (default: the synthetic benchmark)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (default: configs/default.yaml)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (default: ./lungaudit.yaml, else the packaged defaults)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a config key, e.g. --set cls.mask_prob=0."),
-    stage: str = typer.Option("all", help="all | seg | cls"),
+    stage: StageChoice = typer.Option("all", help="all: segmenter then classifier | seg | cls"),  # type: ignore[valid-type]
+    seg_from: Optional[Path] = typer.Option(None, "--seg-from", help="Reuse the U-Net of this run folder or checkpoint for missing masks (no segmenter is trained)."),
     name: Optional[str] = typer.Option(None, help="Run name under runs/train/ (default: config name)."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
-    resume: bool = typer.Option(False, "--resume", help="Continue the named run from its last checkpoints."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the named (or latest) run from its last checkpoints."),
     pretrained: bool = typer.Option(False, "--pretrained", help="Start from ImageNet weights (needs network)."),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", help="Start from local weights: a run folder, a lungaudit checkpoint or a state dict (offline)."
+    ),
 ) -> None:
     """Train the lung segmenter and the masked/unmasked classifier."""
-    from lungaudit.training.pipeline import STAGES, train as run_train
+    from lungaudit.training.pipeline import train as run_train
 
-    if stage not in STAGES:
-        fail(f"--stage must be one of {', '.join(STAGES)}")
     cfg = load_cli_config(config, set_)
     run_dir = None
     if resume:
@@ -90,69 +103,67 @@ def train(
         cfg = load_cli_config(run_dir / "config.yaml", set_)
     if dataset is not None:
         cfg = replace(cfg, data=replace(cfg.data, root=str(dataset)))
-    if name:
-        cfg = replace(cfg, name=name)
-    if device:
-        cfg = replace(cfg, device=device)
+    cfg = replace(cfg, name=name or cfg.name, device=device or cfg.device)
     if pretrained:
         cfg = replace(cfg, seg=replace(cfg.seg, pretrained=True), cls=replace(cfg.cls, pretrained=True))
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=console) as progress:
+    if weights is not None:
+        cfg = _with_weights(cfg, weights, stage.value)
+    with _progress() as progress:
         try:
-            result = run_train(cfg, stage=stage, resume=resume, run_dir=run_dir, callback=RichTrainProgress(progress))
-        except (ValueError, CheckpointError, RuntimeError, FileNotFoundError) as e:
+            result = run_train(cfg, stage=stage.value, resume=resume, run_dir=run_dir, callback=RichTrainProgress(progress), seg_from=seg_from)
+        except TRAIN_ERRORS as e:
             progress.stop()
             fail(str(e))
     print_test_metrics(result.test_metrics)
     times = ", ".join(f"{k} {v:.0f}s" for k, v in result.stage_times_s.items())
-    console.print(f"[bold green]done[/] in {result.elapsed_s:.0f}s ({times}); run folder: [bold]{result.run_dir}[/]")
+    say("[bold green]done[/] in {}s ({}); run folder: [bold]{}[/]", f"{result.elapsed_s:.0f}", times, result.run_dir)
+
+
+def _with_weights(cfg: Any, weights: Path, stage: str) -> Any:
+    from lungaudit.training.weights import WeightsError, weights_for_stage
+
+    try:
+        chosen = weights_for_stage(weights, stage)
+    except WeightsError as e:
+        fail(str(e))
+    for kind, path in chosen.items():
+        cfg = replace(cfg, **{kind: replace(getattr(cfg, kind), weights=path)})
+    return cfg
 
 
 def _resume_dir(project: Path, name: str | None) -> Path:
+    """The run to resume: the named one, else the latest that has a checkpoint to resume from."""
     if name:
         path = project / name
         if not (path / "config.yaml").is_file():
             fail(f"cannot resume: {path} is not a run folder (no config.yaml)")
         return path
-    runs = sorted((p for p in project.glob("*") if (p / "config.yaml").is_file()), key=lambda p: p.stat().st_mtime)
+    runs = [p for p in project.glob("*") if (p / "config.yaml").is_file() and any((p / "weights").glob("*_last.pt"))]
     if not runs:
-        fail(f"cannot resume: no run folders under {project}")
-    return runs[-1]
+        fail(f"cannot resume: no run folder under {project} has a checkpoint to resume from")
+    return max(runs, key=lambda p: p.stat().st_mtime)
 
 
 @app.command()
 def demo(
     out: Path = typer.Option(Path("data/synth"), help="Where to write the synthetic benchmark."),
     name: str = typer.Option("demo", help="Run name under runs/train/ and runs/audit/."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (default: configs/default.yaml)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (default: ./lungaudit.yaml, else the packaged defaults)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a config key."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
 ) -> None:
     """The whole job on the embedded default: synth -> train -> audit (test split) -> report."""
-    from lungaudit.cli.cmd_audit import audit_with_progress, print_audit_summary
-    from lungaudit.data.layouts import load_dataset
-    from lungaudit.data.synth import generate
-    from lungaudit.report.html import write_report
-    from lungaudit.training.pipeline import train as run_train
-    from lungaudit.training.rundir import increment_run_dir
+    import lungaudit as la
+    from lungaudit.cli.cmd_audit import audit_ticker, print_audit_summary
 
     cfg = load_cli_config(config, set_)
-    cfg = replace(cfg, name=name, device=device or cfg.device, data=replace(cfg.data, root=str(out)))
-    if not (out / "manifest.csv").is_file():
-        console.print(f"[bold]1/4 synth[/] -> {out}")
-        generate(out, cfg.synth)
-    else:
-        console.print(f"[bold]1/4 synth[/]: reusing {out}")
-    console.print("[bold]2/4 train[/]")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=console) as progress:
-        result = run_train(cfg, callback=RichTrainProgress(progress))
-    print_test_metrics(result.test_metrics)
-    console.print(f"[bold]3/4 audit[/] of the test split with {result.run_dir}")
-    ds = load_dataset(out, cfg.data.layout, data_cfg=cfg.data)
-    ds.samples = ds.split("test")
-    audit_dir = increment_run_dir(Path(cfg.project) / "audit", name)
-    audited = audit_with_progress(ds, result.run_dir, audit_dir, cfg.audit, device=cfg.device)
-    print_audit_summary(audited.summary)
-    report = write_report(audit_dir)
-    console.print(f"[bold]4/4 report[/]: [bold green]{report}[/]")
+    with _progress() as progress:
+        try:
+            result = la.demo(out, name=name, cfg=cfg, device=device, callback=RichTrainProgress(progress), progress=audit_ticker(progress),
+                             message=lambda m: progress.console.print(m, style="bold", markup=False, highlight=False))
+        except TRAIN_ERRORS as e:
+            progress.stop()
+            fail(str(e))
+    print_test_metrics(result.train.test_metrics)
+    print_audit_summary(result.audit.summary)
+    say("report: [bold green]{}[/]", result.report)

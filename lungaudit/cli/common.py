@@ -1,4 +1,8 @@
-"""Helpers shared by the CLI commands: console, config loading, clean exits."""
+"""Helpers shared by the CLI commands: console, config loading, clean exits, safe tables.
+
+Every string that may come from data (a path, a class or source name, an error message quoting a
+file) is printed as plain text, never parsed as rich markup: ``data/x[/y]`` is a valid folder name.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,31 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from lungaudit.config import ConfigError, TrainConfig, default_config_path, load_config
+from lungaudit.config import ConfigError, TrainConfig, load_config
 
 console = Console()
 err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}")
+    """Print ``error: <message>`` (as plain text) on stderr and exit with ``code`` (2: bad input)."""
+    err_console.print(Text.assemble(("error: ", "bold red"), str(message)))
     raise typer.Exit(code)
 
 
+def say(template: str, *values: Any) -> None:
+    """Print ``template`` (trusted rich markup) with ``{}`` slots filled by escaped ``values``."""
+    console.print(template.format(*(escape(str(v)) for v in values)), highlight=False)
+
+
 def load_cli_config(config: Path | None, overrides: list[str] | None) -> TrainConfig:
+    """``--config`` (else ./lungaudit.yaml, else the packaged defaults) plus ``--set`` overrides; exit 2 on error."""
     try:
-        return load_config(config or default_config_path(), overrides or [])
+        return load_config(config, overrides or [])
     except ConfigError as e:
         fail(str(e))
 
@@ -36,9 +49,10 @@ def fmt(v: Any, digits: int = 3) -> str:
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    t = Table(title=title, title_justify="left")
+    """A rich table whose cells are plain text (never markup)."""
+    t = Table(title=escape(title), title_justify="left")
     for c in columns:
-        t.add_column(c, justify="left" if c == columns[0] else "right")
+        t.add_column(escape(c), justify="left" if c == columns[0] else "right")
     for r in rows:
-        t.add_row(*[fmt(v) for v in r])
+        t.add_row(*[Text(fmt(v)) for v in r])
     return t

@@ -44,7 +44,7 @@ _MASK_NONBINARY_TOL = 0.005  # fraction of pixels allowed strictly between min a
 _MASK_ASPECT_TOL = 0.02
 
 
-class ImageReadError(Exception):
+class ImageReadError(ValueError):
     """A file that cannot be used as an image or mask; ``str(err)`` is the human reason."""
 
     def __init__(self, reason: str) -> None:
@@ -97,6 +97,66 @@ def _format_name(data: np.ndarray) -> str | None:
     return None
 
 
+DEFAULT_MAX_PIXELS = 50_000_000  # data.max_megapixels: a 3000x3000 radiograph is 9 MP, a DICOM rarely over 30
+
+
+def _be(b: bytes) -> int:
+    return int.from_bytes(b, "big")
+
+
+def _jpeg_dimensions(buf: bytes) -> tuple[int, int] | None:
+    """(height, width) from the first start-of-frame marker; None when the header is unreadable."""
+    i = 2
+    while i + 9 < len(buf):
+        if buf[i] != 0xFF:
+            return None
+        marker = buf[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return _be(buf[i + 5 : i + 7]), _be(buf[i + 7 : i + 9])
+        i += 2 + _be(buf[i + 2 : i + 4])
+    return None
+
+
+def raster_dimensions(data: np.ndarray) -> tuple[int, int] | None:
+    """(height, width) read from a PNG/JPEG/BMP/TIFF header without decoding; None if unknown."""
+    head = data[:64 * 1024].tobytes()
+    if head[:8] == _PNG_SIGNATURE and len(head) >= 24:
+        return _be(head[20:24]), _be(head[16:20])
+    if head[:2] == _JPEG_SOI:
+        return _jpeg_dimensions(head)
+    if head[:2] == b"BM" and len(head) >= 26:
+        return abs(int.from_bytes(head[22:26], "little", signed=True)), int.from_bytes(head[18:22], "little", signed=True)
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        import io
+        import warnings
+
+        from PIL import Image
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(io.BytesIO(data.tobytes())) as im:  # reads the header only
+                    return im.size[1], im.size[0]
+        except Image.DecompressionBombError:
+            return 1 << 30, 1 << 30  # Pillow's own guard fired: far beyond any sensible cap
+        except Exception:
+            return None  # unreadable header: the decoder will say why
+    return None
+
+
+def check_pixel_cap(hw: tuple[int, int] | None, max_pixels: int | None) -> None:
+    """Refuse an image above the cap before a decoder allocates it."""
+    cap = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    if hw is not None and cap > 0 and hw[0] * hw[1] > cap:
+        raise ImageReadError(
+            f"image is {hw[1]}x{hw[0]} ({hw[0] * hw[1] / 1e6:.0f} megapixels), above the cap of "
+            f"{cap / 1e6:g} megapixels (data.max_megapixels); not decoded"
+        )
+
+
 def _decode_raster(data: np.ndarray) -> np.ndarray:
     """cv2 decode with IMREAD_UNCHANGED (keeps 16 bit); returns the raw array, any dtype/channels."""
     _check_complete(data)
@@ -111,7 +171,7 @@ def _decode_raster(data: np.ndarray) -> np.ndarray:
             raise ImageReadError("truncated PNG (missing IEND / decode failed)")
         if fmt is not None:
             raise ImageReadError(f"corrupt {fmt} (decode failed)")
-        raise ImageReadError(f"not an image (cannot decode; file starts with {data[:16].tobytes()!r})")
+        raise ImageReadError("not an image (no PNG, JPEG, BMP, TIFF or DICOM signature; cannot decode)")
     return img
 
 
@@ -154,7 +214,7 @@ def _scale(img: np.ndarray) -> np.ndarray:
     return _minmax(img)
 
 
-def _read_dicom(path: Path, data: np.ndarray) -> np.ndarray:
+def _read_dicom(path: Path, data: np.ndarray, max_pixels: int | None = None) -> np.ndarray:
     try:
         import pydicom
     except ImportError:  # pragma: no cover - a declared dependency
@@ -170,6 +230,7 @@ def _read_dicom(path: Path, data: np.ndarray) -> np.ndarray:
         ds = pydicom.dcmread(BytesIO(data.tobytes()), force=True)
         if "PixelData" not in ds:
             raise ImageReadError("corrupt DICOM: no pixel data")
+        check_pixel_cap((int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)), max_pixels)
         arr = ds.pixel_array
     except ImageReadError:
         raise
@@ -199,17 +260,22 @@ def _read_dicom(path: Path, data: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _decode_gray(path: Path) -> tuple[np.ndarray, bool]:
+def _decode_gray(path: Path, max_pixels: int | None = None) -> tuple[np.ndarray, bool]:
     """Decoded grayscale array and whether it is already final (DICOM) or still needs :func:`_scale`."""
     data = _read_bytes(path)
     if _is_dicom(path, data):
-        return _read_dicom(path, data), True
+        return _read_dicom(path, data, max_pixels), True
+    check_pixel_cap(raster_dimensions(data), max_pixels)
     return _to_gray(_decode_raster(data)), False
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode ``path`` to a float32 ``(H, W)`` array in [0, 1]; raises :class:`ImageReadError`."""
-    img, final = _decode_gray(Path(path))
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Decode ``path`` to a float32 ``(H, W)`` array in [0, 1]; raises :class:`ImageReadError`.
+
+    Images above ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`; 0 = no cap) are refused from
+    their header, before any pixel is allocated.
+    """
+    img, final = _decode_gray(Path(path), max_pixels)
     if final:
         return img
     return np.ascontiguousarray(np.clip(_scale(img), 0.0, 1.0), dtype=np.float32)
@@ -219,7 +285,7 @@ def _shape_str(shape: Sequence[int]) -> str:
     return f"{shape[0]}x{shape[1]}"
 
 
-def read_mask(path: str | Path, image_shape: Sequence[int]) -> np.ndarray:
+def read_mask(path: str | Path, image_shape: Sequence[int], max_pixels: int | None = None) -> np.ndarray:
     """Read a lung mask as bool ``(H, W)`` matching ``image_shape[:2]``; raises :class:`ImageReadError`.
 
     A mask whose size differs but whose aspect ratio matches within 2% (the COVID-19 Radiography
@@ -227,7 +293,7 @@ def read_mask(path: str | Path, image_shape: Sequence[int]) -> np.ndarray:
     when at most 0.5% of its pixels lie strictly between its minimum and maximum (tolerates JPEG edge
     ringing); it is thresholded half way between the two.
     """
-    m, _ = _decode_gray(Path(path))
+    m, _ = _decode_gray(Path(path), max_pixels)
     lo, hi = m.min(), m.max()
     if hi <= 0:
         raise ImageReadError("mask is empty (no lung pixels)")
@@ -274,21 +340,22 @@ class ImageStats:
         return max(h for h, _ in self.sizes), max(w for _, w in self.sizes)
 
 
-def probe(sample: Sample) -> tuple[Sample | None, list[Problem], tuple[int, int] | None]:
-    """Decode one sample's image (and mask) once.
+def probe(sample: Sample, max_pixels: int | None = None) -> tuple[Sample | None, list[Problem], tuple[int, int] | None]:
+    """Decode one sample's image (and mask) once, exactly as training and the audit will.
 
     Returns ``(sample_or_None, problems, image_hw)``: the sample is None when the image is unusable,
-    and comes back with ``mask_path=None`` when only its mask is unusable.
+    and comes back with ``mask_path=None`` when only its mask is unusable. The full :func:`read_image`
+    runs (not just the decoder), so a float TIFF of NaNs is caught here and not mid-training.
     """
     try:
-        img, _ = _decode_gray(Path(sample.path))  # decodability and size; no need to scale here
+        img = read_image(sample.path, max_pixels)
     except ImageReadError as e:
         return None, [Problem(sample.path, e.reason, "image")], None
     hw = (int(img.shape[0]), int(img.shape[1]))
     if sample.mask_path is None:
         return sample, [], hw
     try:
-        read_mask(sample.mask_path, hw)
+        read_mask(sample.mask_path, hw, max_pixels)
     except ImageReadError as e:
         return replace(sample, mask_path=None), [Problem(sample.mask_path, e.reason, "mask")], hw
     return sample, [], hw
@@ -298,6 +365,7 @@ def validate_samples(
     samples: Sequence[Sample],
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    max_pixels: int | None = None,
 ) -> tuple[list[Sample], list[Problem], ImageStats]:
     """Decode every image and mask once; drop unusable images, strip unusable masks.
 
@@ -310,7 +378,7 @@ def validate_samples(
     problems: list[Problem] = []
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for i, (s, probs, hw) in enumerate(pool.map(probe, samples)):
+        for i, (s, probs, hw) in enumerate(pool.map(lambda s: probe(s, max_pixels), samples)):
             problems.extend(probs)
             if s is not None:
                 good.append(s)
@@ -327,8 +395,11 @@ def validate_samples(
 
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "DICOM_EXTENSIONS",
     "IMAGE_EXTENSIONS",
+    "check_pixel_cap",
+    "raster_dimensions",
     "ImageReadError",
     "ImageStats",
     "probe",

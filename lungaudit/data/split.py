@@ -11,6 +11,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -21,9 +22,28 @@ log = logging.getLogger(__name__)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
-def assign_splits(samples: Sequence[Sample], val_frac: float, test_frac: float, seed: int) -> list[Sample]:
+class Splittable(Protocol):
+    """What the split reads of a record: a frozen dataclass with these fields (``split`` is replaced)."""
+
+    @property
+    def label(self) -> str | None: ...
+
+    @property
+    def patient_id(self) -> str | None: ...
+
+    @property
+    def split(self) -> str | None: ...
+
+
+R = TypeVar("R", bound=Splittable)
+
+
+def assign_splits(samples: Sequence[R], val_frac: float, test_frac: float, seed: int) -> list[R]:
     """Return ``samples`` (same order) with ``split`` set for every sample that has none.
 
+    * A sample is any dataclass with ``label``, ``patient_id`` and ``split`` fields: a loaded
+      :class:`Sample`, or a planning record for an image that does not exist yet (the synthetic
+      generator splits its planned cases this way before rendering them).
     * Samples that already carry a split keep it; only the others are assigned.
     * Samples sharing a ``patient_id`` form one group that never spans two splits; samples without a
       patient id are their own group.

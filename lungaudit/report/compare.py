@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from lungaudit.audit.schema import GroupStats, Summary
 from lungaudit.report.auditdir import load_summary
 from lungaudit.utils import atomic_write_json
 
@@ -31,10 +32,9 @@ def _val(v: Any) -> float | None:
     return float(v)
 
 
-def _ident(s: dict[str, Any]) -> dict[str, Any]:
-    cls = s["checkpoints"].get("cls") or {}
-    return {"created": s["created"], "run_dir": s.get("run_dir"), "cls_sha256": cls.get("sha256"),
-            "lungaudit_version": s["lungaudit_version"]}
+def _ident(s: Summary) -> dict[str, Any]:
+    return {"created": s.created, "run_dir": s.run_dir, "cls_sha256": s.checkpoints.cls.sha256,
+            "lungaudit_version": s.lungaudit_version}
 
 
 def _config_changes(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
@@ -48,7 +48,7 @@ def _config_changes(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> l
     return out
 
 
-def compare_summaries(base: dict[str, Any], cand: dict[str, Any], tolerance: float = 0.02) -> dict[str, Any]:
+def compare_summaries(base: Summary, cand: Summary, tolerance: float = 0.02) -> dict[str, Any]:
     """Deltas candidate - baseline for every scope and statistic, and which of them regress.
 
     ``base``/``cand`` are validated summaries (``load_summary``). Raises ``CompareError`` when the
@@ -56,24 +56,25 @@ def compare_summaries(base: dict[str, Any], cand: dict[str, Any], tolerance: flo
     """
     if not (isinstance(tolerance, (int, float)) and tolerance >= 0 and not math.isnan(tolerance)):
         raise CompareError(f"tolerance must be a number >= 0, got {tolerance!r}")
-    fb, fc = base["dataset"]["fingerprint"], cand["dataset"]["fingerprint"]
+    fb, fc = base.dataset.fingerprint, cand.dataset.fingerprint
     if fb != fc:
         raise CompareError(
             f"the audits are of different data sets (fingerprint {fb[:12]}… vs {fc[:12]}…); "
             "re-run both audits on the same images to compare models"
         )
     rows: list[dict[str, Any]] = []
-    scopes: list[tuple[str, str | None, dict[str, Any] | None, dict[str, Any] | None]] = [
-        ("overall", None, base["overall"], cand["overall"])
+    scopes: list[tuple[str, str | None, GroupStats | None, GroupStats | None]] = [
+        ("overall", None, base.overall, cand.overall)
     ]
     for scope, key in (("class", "per_class"), ("source", "per_source")):
-        names = list(base[key]) + [n for n in cand[key] if n not in base[key]]
-        scopes += [(scope, n, base[key].get(n), cand[key].get(n)) for n in names]
+        bg, cg = getattr(base, key), getattr(cand, key)
+        names = list(bg) + [n for n in cg if n not in bg]
+        scopes += [(scope, n, bg.get(n), cg.get(n)) for n in names]
 
     for scope, group, b, c in scopes:
         for stat, sign in DIRECTIONS.items():
-            vb = None if b is None else _val(b.get(stat))
-            vc = None if c is None else _val(c.get(stat))
+            vb = None if b is None else _val(getattr(b, stat))
+            vc = None if c is None else _val(getattr(c, stat))
             row: dict[str, Any] = {
                 "scope": scope, "group": group, "metric": stat,
                 "baseline": vb, "candidate": vc, "delta": None, "worse_by": None,
@@ -94,7 +95,7 @@ def compare_summaries(base: dict[str, Any], cand: dict[str, Any], tolerance: flo
         "dataset_fingerprint": fb,
         "baseline": _ident(base),
         "candidate": _ident(cand),
-        "config_changes": _config_changes(base.get("config", {}), cand.get("config", {})),
+        "config_changes": _config_changes(base.config, cand.config),
         "regressed": bool(regressions),
         "n_regressions": len(regressions),
         "rows": rows,

@@ -2,7 +2,7 @@
 
 A policy is a set of limits (``max_flag_rate``, ``min_mean_in_lung``, ``min_accuracy``,
 ``max_flip_rate``) applied to the whole audit, to single classes and to single data sources. It comes
-from YAML (``configs/gate.yaml``) and/or the command line; CLI values win. Each limit becomes one
+from YAML (the packaged ``gate.yaml``, or your own) and/or the command line; CLI values win. Each limit becomes one
 condition; a condition whose value is unavailable (accuracy of an unlabeled audit, a class with no
 images) *fails* with reason "value unavailable": a gate must never pass because it could not look.
 """
@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from lungaudit.report.auditdir import load_summary
+from lungaudit.audit.schema import Summary
+from lungaudit.config import ConfigError, read_yaml_mapping
+from lungaudit.report.auditdir import load_audit_dir
 from lungaudit.utils import atomic_write_bytes, atomic_write_json
 
 GATE_JSON = "gate.json"
@@ -166,13 +167,12 @@ def policy_from_dict(data: Any, source: str = "policy") -> GatePolicy:
 
 
 def load_policy(path: str | Path) -> GatePolicy:
+    """A YAML policy file (``lungaudit config --dump gate.yaml --policy`` writes the default one)."""
     p = Path(path)
-    if not p.is_file():
-        raise GateError(f"policy file {p} does not exist")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise GateError(f"policy file {p} is not valid YAML: {e}") from None
+        data = read_yaml_mapping(p, "policy file")
+    except ConfigError as e:
+        raise GateError(str(e)) from None
     return policy_from_dict(data, str(p))
 
 
@@ -194,15 +194,15 @@ def parse_class_limit(item: str, name: str = "max_flag_rate") -> tuple[str, Limi
 # evaluation
 
 
-def evaluate_gate(summary: dict[str, Any], policy: GatePolicy, audit_dir: str = "") -> GateResult:
+def evaluate_gate(summary: Summary, policy: GatePolicy, audit_dir: str = "") -> GateResult:
     """Evaluate every condition of ``policy`` against a validated summary (see ``load_summary``)."""
     if policy.is_empty():
         raise GateError("no gate conditions given (use --policy or a --max-*/--min-* option)")
-    classes = summary["class_names"]
+    classes = summary.class_names
     unknown = sorted(set(policy.per_class) - set(classes))
     if unknown:
         raise GateError(f"unknown class(es) in per-class conditions: {', '.join(unknown)}; classes: {', '.join(classes)}")
-    sources = summary["per_source"]
+    sources = summary.per_source
     unknown = sorted(set(policy.per_source) - set(sources))
     if unknown:
         known = ", ".join(sources) or "none (the audit has no source metadata)"
@@ -211,13 +211,13 @@ def evaluate_gate(summary: dict[str, Any], policy: GatePolicy, audit_dir: str = 
     results = []
     for c in policy.conditions():
         if c.scope == "overall":
-            stats: dict[str, Any] | None = summary["overall"]
+            stats = summary.overall
         else:
-            stats = summary["per_class" if c.scope == "class" else "per_source"].get(c.group)
-        value = None if stats is None else stats.get(c.metric)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            why = "no images in this group" if stats is None or stats.get("n") == 0 else "not computed by the audit"
-            if c.metric == "accuracy" and summary.get("metrics") is None:
+            stats = (summary.per_class if c.scope == "class" else summary.per_source).get(c.group)  # type: ignore[arg-type]
+        value = None if stats is None else getattr(stats, c.metric)
+        if value is None:
+            why = "no images in this group" if stats is None or stats.n == 0 else "not computed by the audit"
+            if c.metric == "accuracy" and summary.metrics is None:
                 why = "the audit has no labels"
             results.append(ConditionResult(c, None, False, f"value unavailable ({why})"))
             continue
@@ -262,10 +262,14 @@ def run_gate(
     Raises ``GateError`` (or ``AuditDirError``) for input the gate cannot judge.
     """
     audit_dir = Path(audit_dir)
-    summary = load_summary(audit_dir)
+    loaded = load_audit_dir(audit_dir)
+    if loaded.warnings:
+        # A gate must not pass on a folder whose rows and summary disagree (two writers, a torn copy).
+        raise GateError(f"{audit_dir}: inconsistent audit folder: {'; '.join(loaded.warnings)}")
+    summary = loaded.summary
     result = evaluate_gate(summary, policy, str(audit_dir))
     atomic_write_json(Path(json_out) if json_out else audit_dir / GATE_JSON,
-                      {**result.to_dict(), "dataset_fingerprint": summary["dataset"]["fingerprint"]})
+                      {**result.to_dict(), "dataset_fingerprint": summary.dataset.fingerprint})
     atomic_write_bytes(Path(junit) if junit else audit_dir / GATE_JUNIT, junit_xml(result))
     return result
 

@@ -90,7 +90,7 @@ def _td(v: str, cls: str = "") -> str:
 
 
 def _header(a: AuditDir) -> str:
-    s = a.summary
+    s = a.summary.model_dump()
     ds, counts, ck = s["dataset"], s["counts"], s["checkpoints"]
     tiles = [
         ("images", counts["images"], ""),
@@ -246,7 +246,7 @@ def _count_table(counts: dict[str, int], label: str, total: int, pretty: dict[st
 
 
 def _bias(a: AuditDir) -> str:
-    s = a.summary
+    s = a.summary.model_dump()
     labeled = s["metrics"] is not None
     heat = []
     for name in s["class_names"]:
@@ -367,7 +367,7 @@ def _gallery(a: AuditDir) -> str:
 
 def render_report(a: AuditDir) -> str:
     """The full HTML document for a loaded audit directory."""
-    s = a.summary
+    s = a.summary.model_dump()
     meta = {
         "class_names": a.class_names,
         # Same audit -> same key, so decisions survive reopening the report but never leak between audits.

@@ -13,9 +13,10 @@ from lungaudit.segmentation.metrics import dice_iou
 from lungaudit.segmentation.model import build_segmenter
 from lungaudit.segmentation.postprocess import postprocess_mask
 from lungaudit.segmentation.predict import predict_logits
-from lungaudit.training.arrays import Arrays
+from lungaudit.data.arrays import Arrays
 from lungaudit.training.augment import seg_augment
-from lungaudit.training.loop import EpochSeededDataset, Stage, to_device, train_loader
+from lungaudit.device import to_device
+from lungaudit.training.loop import EpochSeededDataset, Stage, train_loader
 
 SEG_MODEL_KEYS = ("arch", "encoder", "encoder_depth", "decoder_channels", "image_size")
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,23 @@ def test_existing_splits_kept_and_zero_fraction() -> None:
     assert "val" not in {s.split for s in out}
     with pytest.raises(ValueError, match="val_frac"):
         assign_splits(samples, 0.6, 0.5, seed=0)
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """A record for an image that does not exist yet: no path, only what the split reads."""
+
+    label: str | None
+    patient_id: str | None
+    split: str | None = None
+
+
+def test_records_without_paths_split_like_samples() -> None:
+    samples = _samples({"COVID": 40, "Normal": 30}, patients=True)
+    planned = [_Planned(s.label, s.patient_id) for s in samples]
+    out = assign_splits(planned, 0.15, 0.25, seed=4)
+    assert all(isinstance(r, _Planned) for r in out)
+    assert [r.split for r in out] == [s.split for s in assign_splits(samples, 0.15, 0.25, seed=4)]
 
 
 def test_class_weights_hand_computed(caplog: pytest.LogCaptureFixture) -> None:

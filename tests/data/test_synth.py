@@ -13,11 +13,14 @@ import numpy as np
 import pytest
 
 from lungaudit.config import CLASS_NAMES, SynthConfig
+from lungaudit.data.records import Sample
+from lungaudit.data.split import assign_splits
 from lungaudit.data.synth import (
     CORNER_TOKENS,
     MANIFEST_COLUMNS,
     MARKER_TOKENS,
     PLATE_LEVEL,
+    CaseParams,
     generate,
     pick_token,
     plan_cases,
@@ -115,6 +118,40 @@ def test_splits_are_stratified_and_patient_grouped() -> None:
     assert set(sizes) == {1, 2} and 0.05 < sizes[2] / (sizes[1] + sizes[2]) < 0.15
 
 
+def test_split_is_the_projects_assign_splits() -> None:
+    cfg = SynthConfig(n_per_class=30, size=64, seed=7)
+    cases = plan_cases(cfg)
+    records = [Sample(Path(c.stem), c.label, patient_id=c.patient_id) for c in cases]
+    expected = assign_splits(records, cfg.val_frac, cfg.test_frac, seed=cfg.seed)
+    assert [c.split for c in cases] == [r.split for r in expected]
+
+
+@pytest.mark.parametrize(
+    ("n", "val_frac", "test_frac", "seed"), [(40, 0.15, 0.25, 0), (33, 0.1, 0.3, 1), (25, 0.0, 0.2, 2), (60, 0.2, 0.0, 3)]
+)
+def test_split_keeps_patients_together_and_classes_at_their_fractions(
+    n: int, val_frac: float, test_frac: float, seed: int
+) -> None:
+    cases = plan_cases(SynthConfig(n_per_class=n, size=64, val_frac=val_frac, test_frac=test_frac, seed=seed))
+    splits_of: dict[str, set[str]] = {}
+    for c in cases:
+        splits_of.setdefault(c.patient_id, set()).add(c.split)
+    assert all(len(s) == 1 for s in splits_of.values())
+    assert any(Counter(c.patient_id for c in cases)[p] == 2 for p in splits_of)  # pairs exist
+    per = Counter((c.label, c.split) for c in cases)
+    for label in CLASS_NAMES:
+        assert abs(per[(label, "val")] - val_frac * n) <= 1.5, label
+        assert abs(per[(label, "test")] - test_frac * n) <= 1.5, label
+    assert all(c.make_twin == (c.split == "test") for c in cases)
+
+
+def test_plan_is_deterministic_per_seed() -> None:
+    cfg = SynthConfig(n_per_class=20, size=64, shortcuts=("markers", "shoulders", "source"))
+    assert plan_cases(cfg) == plan_cases(cfg)
+    other = plan_cases(replace(cfg, seed=1))
+    assert [c.split for c in other] != [c.split for c in plan_cases(cfg)]
+
+
 @pytest.mark.parametrize("shortcuts", [("markers",), ("shoulders",), ("markers", "shoulders", "source")])
 def test_twin_differs_only_inside_shortcut_boxes_and_outside_lungs(shortcuts: tuple[str, ...]) -> None:
     cfg = SynthConfig(n_per_class=12, size=96, shortcuts=shortcuts, shortcut_rate=0.8)
@@ -203,9 +240,16 @@ def test_invalid_config_is_rejected(tmp_path: Path) -> None:
 
 
 def _bottom_marker_case(**overrides: object) -> tuple:
-    cfg = SynthConfig(n_per_class=12, size=128, **overrides)  # type: ignore[arg-type]
-    case = next(p for p in plan_cases(cfg) if p.split == "test" and p.marker_class is not None and p.marker_class >= 2)
-    return render_case(case)
+    # A fixed bottom-right stamp on a bright abdomen. Not every planned case is one: a source's black
+    # padding band or frame, or the background beside a narrow body, can darken the corner, and at
+    # 128 px some anti-aliased words never reach full brightness. Pinned to the case this test was
+    # written against, so the split planner choosing other cases does not change what it checks.
+    case = CaseParams(
+        label="COVID", file_index=5, split="test", source=1, patient_id="synth-COVID-5", size=128,
+        anatomy_key=(0, 4, 1), noise_key=(0, 4), marker_class=3, make_twin=True, severity_min=0.25,
+        marker_vocab="corner",
+    )  # fmt: skip
+    return render_case(replace(case, **overrides))  # type: ignore[arg-type]
 
 
 def test_plate_darkens_the_stamp_box_on_the_abdomen_and_the_twin_keeps_it_bright() -> None:

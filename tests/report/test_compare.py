@@ -40,20 +40,22 @@ def test_planted_regression(make_audit, tmp_path):
     assert compare(a, b, "--tolerance", 0.2, "--out", out).exit_code == 0
 
 
-def test_improvement_is_not_regression():
-    s = {
-        "dataset": {"fingerprint": "x"}, "created": "t", "lungaudit_version": "0", "checkpoints": {"cls": None},
-        "overall": {"flag_rate": 0.3, "mean_e_in": 0.5, "flip_rate": 0.2, "accuracy": 0.8},
-        "per_class": {}, "per_source": {},
-    }
-    better = json.loads(json.dumps(s))
-    better["overall"].update(flag_rate=0.1, mean_e_in=0.7, flip_rate=0.0, accuracy=0.95)
+def _overall(make_audit, name, **stats):
+    def edit(s):
+        s["overall"].update(stats)
+        s["per_class"], s["per_source"] = {}, {}
+
+    return load_summary(make_audit(name, mutate=edit))
+
+
+def test_improvement_is_not_regression(make_audit):
+    s = _overall(make_audit, "s", flag_rate=0.3, mean_e_in=0.5, flip_rate=0.2, accuracy=0.8)
+    better = _overall(make_audit, "better", flag_rate=0.1, mean_e_in=0.7, flip_rate=0.0, accuracy=0.95)
     assert not compare_summaries(s, better, 0.0)["regressed"]
     r = compare_summaries(better, s, 0.0)
     assert r["n_regressions"] == 4
-    edge = json.loads(json.dumps(s))
-    edge["overall"]["accuracy"] = 0.78  # exactly at tolerance: not a regression
-    assert not compare_summaries(s, edge, 0.02)["regressed"]
+    edge = _overall(make_audit, "edge", flag_rate=0.3, mean_e_in=0.5, flip_rate=0.2, accuracy=0.78)
+    assert not compare_summaries(s, edge, 0.02)["regressed"]  # exactly at tolerance: not a regression
 
 
 def test_mismatched_fingerprint_refused(make_audit):

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 import lungaudit.cli.cmd_report  # noqa: F401
 from lungaudit.cli.app import app
+from lungaudit.config import packaged_config
 from lungaudit.report.auditdir import load_summary
 from lungaudit.report.gate import GateError, GatePolicy, evaluate_gate, load_policy, policy_from_dict
 
@@ -74,7 +75,7 @@ def test_policy_file_and_cli_override(make_audit, tmp_path):
 
 
 def test_shipped_policy_is_valid():
-    p = load_policy(REPO / "configs" / "gate.yaml")
+    p = load_policy(packaged_config("gate.yaml"))
     assert p.overall and "COVID" in p.per_class
 
 

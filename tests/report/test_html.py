@@ -105,7 +105,7 @@ def test_unlabeled_audit_renders(make_audit):
     d = make_audit(labeled=False)
     text, p = parse(write_report(d))
     assert "carry no labels" in text
-    assert len(p.cards) == load_audit_dir(d).summary["counts"]["flagged"]
+    assert len(p.cards) == load_audit_dir(d).summary.counts.flagged
 
 
 def test_missing_overlay_is_a_placeholder_not_a_crash(make_audit):
@@ -114,7 +114,7 @@ def test_missing_overlay_is_a_placeholder_not_a_crash(make_audit):
     victim.unlink()
     text, p = parse(write_report(d))
     assert f"overlay missing: overlays/{victim.name}" in text
-    assert len(p.cards) == load_audit_dir(d).summary["counts"]["flagged"]
+    assert len(p.cards) == load_audit_dir(d).summary.counts.flagged
 
 
 def test_report_command(make_audit):

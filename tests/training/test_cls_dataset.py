@@ -39,7 +39,7 @@ def test_masking_draws_are_reproducible_per_epoch():
 
 def test_training_dilation_equals_the_audit_dilation():
     from lungaudit.audit.metrics import dilate_masks
-    from lungaudit.training.arrays import dilate
+    from lungaudit.data.arrays import dilate
 
     rng = np.random.default_rng(0)
     masks = (rng.random((3, 20, 20)) > 0.93).astype(np.uint8)

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from lungaudit.training.checkpoint import CheckpointError, load_checkpoint
+from lungaudit.runs.checkpoint import CheckpointError, load_checkpoint
 from lungaudit.training.pipeline import train
 from pipeline_helpers import tiny_config
 

@@ -38,7 +38,7 @@ def test_seg_trains_and_predicts_on_real_radiographs(tmp_path):
 
 
 def load_run_segmenter(run_dir):
-    from lungaudit.training.checkpoint import load_checkpoint
-    from lungaudit.training.restore import restore
+    from lungaudit.runs.checkpoint import load_checkpoint
+    from lungaudit.runs.restore import restore
 
     return restore(load_checkpoint(run_dir / "weights" / "seg_best.pt", kind="seg"), torch.device("cpu"))

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from lungaudit.config import ClsConfig, to_dict
-from lungaudit.training.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from lungaudit.training.restore import restore
+from lungaudit.runs.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from lungaudit.runs.restore import restore
 from lungaudit.classification.model import build_classifier
 
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]

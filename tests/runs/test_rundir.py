@@ -1,6 +1,6 @@
 import csv
 
-from lungaudit.training.rundir import MetricsLog, increment_run_dir
+from lungaudit.runs.rundir import MetricsLog, increment_run_dir
 
 
 def test_increment_run_dir(tmp_path):

@@ -11,8 +11,8 @@ from torch import nn
 from lungaudit.classification.model import build_classifier
 from lungaudit.config import ClsConfig, SegConfig, from_dict
 from lungaudit.segmentation.model import build_segmenter
-from lungaudit.training.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from lungaudit.training.loop import prepare_model
+from lungaudit.runs.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from lungaudit.device import prepare_model
 
 
 @dataclass
@@ -39,6 +39,23 @@ def restore(ckpt: Checkpoint, device: torch.device) -> nn.Module:
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint weights do not fit the model its config describes: {e}") from None
     return prepare_model(model, device).eval()
+
+
+def segmenter_checkpoint(source: str | Path) -> Path:
+    """The segmenter checkpoint a ``--seg-from`` value names: a run folder or a ``.pt`` file.
+
+    It is loaded once (safely) to prove it is a lungaudit U-Net; raises ``CheckpointError`` naming the
+    path otherwise.
+    """
+    path = Path(source)
+    if path.is_dir():
+        candidates = [path / "weights" / "seg_best.pt", path / "seg_best.pt"]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise CheckpointError(f"{path} holds no segmenter (expected {candidates[0]})")
+        path = found
+    load_checkpoint(path, kind="seg")
+    return path
 
 
 def load_run(run_dir: Path, device: torch.device, which: str = "best") -> TrainedModels:

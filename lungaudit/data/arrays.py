@@ -38,9 +38,13 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
 
 
 def load_arrays(
-    samples: Sequence[Sample], size: int, progress: Callable[[int, int], None] | None = None
+    samples: Sequence[Sample], size: int, progress: Callable[[int, int], None] | None = None, max_pixels: int | None = None
 ) -> Arrays:
-    """Decode and resize ``samples``; a sample whose mask cannot be read keeps ``has_mask=False``."""
+    """Decode and resize ``samples``; a sample whose mask cannot be read keeps ``has_mask=False``.
+
+    Raises ``ImageReadError`` (the file named) for an image that cannot be decoded: samples reach here
+    after ``load_dataset`` validated them, so that means the file changed since.
+    """
     from lungaudit.data.imageio import ImageReadError, read_image, read_mask
 
     n = len(samples)
@@ -48,11 +52,14 @@ def load_arrays(
     masks = np.zeros((n, size, size), np.uint8)
     has_mask = np.zeros(n, bool)
     for i, s in enumerate(samples):
-        img = read_image(s.path)
+        try:
+            img = read_image(s.path, max_pixels)
+        except ImageReadError as e:
+            raise ImageReadError(f"{s.path}: {e.reason}") from None
         images[i] = resize_image(img, size)
         if s.mask_path is not None:
             try:
-                masks[i] = resize_mask(read_mask(s.mask_path, img.shape[:2]), size)
+                masks[i] = resize_mask(read_mask(s.mask_path, img.shape[:2], max_pixels), size)
                 has_mask[i] = True
             except ImageReadError as e:
                 log.warning("mask %s unusable (%s); it will be predicted", s.mask_path, e)

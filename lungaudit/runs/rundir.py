@@ -21,6 +21,12 @@ def increment_run_dir(project: Path, name: str, exist_ok: bool = False) -> Path:
     return Path(project) / f"{name}{n}"
 
 
+def latest_run(project: Path, task: str = "train", marker: str = "weights/cls_best.pt") -> Path | None:
+    """The most recently modified ``project/task/*`` folder holding ``marker``, or None."""
+    runs = [p for p in (Path(project) / task).glob("*") if (p / marker).is_file()]
+    return max(runs, key=lambda p: (p / marker).stat().st_mtime) if runs else None
+
+
 class MetricsLog:
     """``metrics.csv`` with one row per (stage, epoch); rewritten atomically on every append.
 

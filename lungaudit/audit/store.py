@@ -1,0 +1,220 @@
+"""The audit's resumable output store: ``audit.csv`` rows plus per-chunk partial aggregates.
+
+Guarantees, for one output folder:
+
+* **One writer.** An exclusive ``flock`` on ``.lock`` is held from open to close; a second audit into
+  the same folder is refused at once (the lock dies with its process, so a killed audit leaves none).
+* **No silent mixing.** ``identity.json`` records what the rows were computed from (checkpoint
+  hashes, audit config, class names, the audited image list). Reopening a folder that holds rows
+  without ``resume=True`` is refused; resuming with a different identity is refused and the message
+  names every key that differs.
+* **No row lost or doubled.** A chunk first writes its partial aggregates (``partials/<n>.npz``: the
+  chunk's keys and its per-class heatmap sums), then appends its rows to ``audit.csv`` in one fsynced
+  write. On reopening, a torn last line is cut, partials whose rows did not all land are deleted,
+  and rows no partial covers are dropped from the CSV, so the CSV and the partials always describe
+  the same images and the unfinished chunk is simply redone.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from lungaudit.audit.schema import AuditRow, SchemaError, csv_columns, row_from_csv
+from lungaudit.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+AUDIT_CSV = "audit.csv"
+IDENTITY = "identity.json"
+LOCK = ".lock"
+PARTIALS = "partials"
+CHUNK = 256  # rows per partial: a crash loses at most this much work
+
+
+class StoreError(ValueError):
+    """The folder cannot be written: busy, or holding rows of another audit. Names the folder."""
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            show = (lambda v: f"{str(v)[:16]}…" if isinstance(v, str) and len(v) > 20 else repr(v))
+            out.append(f"{prefix}{k}: {show(a)} -> {show(b)}")
+    return out
+
+
+class AuditStore:
+    """Append-only, resumable rows of one audit, plus the per-class sums of out-of-lung heatmaps."""
+
+    def __init__(self, out_dir: Path, class_names: Sequence[str], identity: dict[str, Any], *, resume: bool, map_side: int) -> None:
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.class_names, self.columns = list(class_names), csv_columns(class_names)
+        self._lock = _acquire(self.dir / LOCK)
+        try:
+            self._check_identity(identity, resume)
+            self.done: list[AuditRow] = self._reconcile()
+        except BaseException:
+            self.close()
+            raise
+        self.done_keys = {r.key for r in self.done}
+        self._rows: list[AuditRow] = []
+        self._sums = torch.zeros(len(class_names), map_side, map_side)
+        self._counts = torch.zeros(len(class_names))
+        self._n_parts = len(list((self.dir / PARTIALS).glob("*.npz")))
+
+    # ------------------------------------------------------------------ opening
+
+    def _check_identity(self, identity: dict[str, Any], resume: bool) -> None:
+        path, csv_path = self.dir / IDENTITY, self.dir / AUDIT_CSV
+        has_rows = csv_path.is_file() and csv_path.stat().st_size > len(",".join(self.columns)) + 1
+        if has_rows and not resume:
+            raise StoreError(f"{self.dir} already holds audit rows; resume it (--resume) or audit into a new folder")
+        if path.is_file() and resume:
+            try:
+                old = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise StoreError(f"{path}: unreadable ({e}); audit into a new folder") from None
+            diffs = _diff(old, identity)
+            if diffs:
+                raise StoreError(f"cannot resume {self.dir}: it was audited with something else ({'; '.join(diffs)})")
+        elif has_rows:
+            raise StoreError(f"cannot resume {self.dir}: it holds rows but no {IDENTITY} to check them against")
+        if not has_rows:
+            for stale in [csv_path, *(self.dir / PARTIALS).glob("*.npz")]:
+                stale.unlink(missing_ok=True)
+            atomic_write_json(path, identity)
+
+    def _reconcile(self) -> list[AuditRow]:
+        """Make CSV rows and partials describe the same images; returns the surviving rows."""
+        (self.dir / PARTIALS).mkdir(exist_ok=True)
+        csv_path = self.dir / AUDIT_CSV
+        rows, torn = self._read_csv(csv_path) if csv_path.is_file() else ([], False)
+        keys = {r.key for r in rows}
+        covered: set[str] = set()
+        for part in sorted((self.dir / PARTIALS).glob("*.npz")):
+            try:
+                part_keys = set(np.load(part)["keys"].tolist())
+            except (OSError, ValueError, KeyError):
+                part_keys = {""}  # unreadable: treat as incomplete
+            if part_keys <= keys:
+                covered |= part_keys
+            else:
+                part.unlink()  # its rows never all landed: the chunk is redone
+        kept = [r for r in rows if r.key in covered]
+        if torn or len(kept) != len(rows) or not csv_path.is_file():
+            self._rewrite(kept)
+        return kept
+
+    def _read_csv(self, path: Path) -> tuple[list[AuditRow], bool]:
+        """The parsed rows, and whether a torn last line (a crash mid-append) had to be cut off."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise StoreError(f"{path} is not UTF-8 text; audit into a new folder") from None
+        torn = bool(text) and not text.endswith("\n")
+        if torn:
+            text = text[: text.rfind("\n") + 1]
+        reader = csv.DictReader(io.StringIO(text))
+        if text and reader.fieldnames != self.columns:
+            raise StoreError(f"{path} was written with other columns/classes; audit into a new folder")
+        out = []
+        for line, raw in enumerate(reader, start=2):
+            try:
+                out.append(row_from_csv(raw, self.class_names))
+            except SchemaError as e:
+                raise StoreError(f"{path}, line {line}: {e}") from None
+        return out, torn
+
+    def _rewrite(self, rows: list[AuditRow]) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(r.to_csv(self.class_names) for r in rows)
+        atomic_write_text(self.dir / AUDIT_CSV, buf.getvalue())
+
+    # ------------------------------------------------------------------ writing
+
+    def add(self, rows: list[AuditRow], pred: torch.Tensor, unit_maps: torch.Tensor) -> int:
+        """Buffer a batch's rows and add its (N, S, S) unit maps to the predicted classes' sums.
+
+        Returns the number of chunks flushed (0 or 1).
+        """
+        self._rows += rows
+        self._sums.index_add_(0, pred.cpu(), unit_maps.float().cpu())
+        self._counts.index_add_(0, pred.cpu(), torch.ones(len(pred)))
+        if len(self._rows) >= CHUNK:
+            self.flush()
+            return 1
+        return 0
+
+    @property
+    def n_rows(self) -> int:
+        """Rows written or buffered so far (the next row's running index)."""
+        return len(self.done) + len(self._rows)
+
+    def flush(self) -> None:
+        if not self._rows:
+            return
+        buf = io.BytesIO()
+        np.savez(buf, keys=np.array([r.key for r in self._rows]), sums=self._sums.numpy(), counts=self._counts.numpy())
+        atomic_write_bytes(self.dir / PARTIALS / f"{self._n_parts:05d}.npz", buf.getvalue())
+        text = io.StringIO()
+        csv.DictWriter(text, fieldnames=self.columns, lineterminator="\n").writerows(r.to_csv(self.class_names) for r in self._rows)
+        with open(self.dir / AUDIT_CSV, "a", encoding="utf-8") as f:
+            f.write(text.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        self._n_parts += 1
+        self.done += self._rows
+        self.done_keys.update(r.key for r in self._rows)
+        self._rows = []
+        self._sums.zero_()
+        self._counts.zero_()
+
+    def mean_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """(C, S, S) sums and (C,) counts over every flushed partial."""
+        sums = np.zeros(tuple(self._sums.shape), np.float64)
+        counts = np.zeros(len(self.class_names), np.float64)
+        for part in sorted((self.dir / PARTIALS).glob("*.npz")):
+            data = np.load(part)
+            if data["sums"].shape == sums.shape:
+                sums += data["sums"]
+                counts += data["counts"]
+        return sums, counts
+
+    def close(self) -> None:
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            os.close(self._lock)
+            self._lock = None
+
+    def __enter__(self) -> AuditStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _acquire(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(f"{path.parent} is being written by another audit (lock {path.name} is held)") from None
+    return fd
+
+
+__all__ = ["AUDIT_CSV", "CHUNK", "IDENTITY", "AuditStore", "StoreError"]
