@@ -31,13 +31,15 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 CARDS = "#gallery-cards article.card"
-# The gallery is drawn when its cards (or, for an empty gallery, the data) are there and every
-# thumbnail on the page is decoded.
+# The report is ready when the document is parsed, the gallery's cards (or, for an empty gallery, its
+# data) are there and every thumbnail on the page is decoded.
 READY = """() => {
+  if (document.readyState === "loading") { return false; }  // thumbnails after the first page still parsing
   const data = JSON.parse(document.getElementById("gallery-data").textContent);
   const imgs = Array.from(document.querySelectorAll("#gallery-cards img"));
   return (data.length === 0 || document.querySelectorAll("#gallery-cards article.card").length > 0)
-    && imgs.every(i => i.complete);
+    && imgs.every(i => i.complete && i.naturalWidth > 0)
+    && !document.querySelector("#gallery-cards article.card[data-pending]");
 }"""
 GALLERY_SHOT_HEIGHT = 900  # px of the gallery's top in gallery_filtered.png (a page holds dozens of cards)
 

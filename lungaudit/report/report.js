@@ -4,14 +4,21 @@
 // and keeps one page of cards in the DOM. Filters, counts and decisions work on the whole data set,
 // not on the page. Data-derived strings reach the page only through textContent, attribute setters
 // and option values, never innerHTML, so no file name or class label can become markup.
+//
+// This script runs before the parser has reached most thumbnails (#gallery-thumbs-rest follows it):
+// the first page is drawn from #gallery-thumbs-first at once, and cards drawn before the rest arrive
+// get their pictures at DOMContentLoaded.
 (function () {
   "use strict";
   function byId(id) { return document.getElementById(id); }
-  function readJson(id) { return JSON.parse(byId(id).textContent); }
+  function readJson(id) { var e = byId(id); return e ? JSON.parse(e.textContent) : []; }
 
   var meta = readJson("report-meta");
   var rows = readJson("gallery-data");
-  var known = {};  // key -> row index
+  var thumbs = readJson("gallery-thumbs-first");  // thumbs[i]: data URI of rows[i], null if none
+  var thumbsComplete = false;
+  // Maps keyed by image path have no prototype, so no path (not even "__proto__") can clash with one.
+  var known = Object.create(null);  // key -> row index
   rows.forEach(function (r, i) { known[r.key] = i; });
 
   var el = {
@@ -20,8 +27,9 @@
     size: byId("page-size"), pagers: Array.prototype.slice.call(document.querySelectorAll(".pager"))
   };
   var state = { page: 0, shown: [] };  // shown: indices of the rows passing the filters, in order
-  var decisions = {};  // key -> {decision, new_label}
-  var invalid = {};    // key -> true: relabel without a class, found when downloading
+  var DECISIONS = ["keep", "exclude", "relabel"];
+  var decisions = Object.create(null);  // key -> {decision, new_label}
+  var invalid = Object.create(null);    // key -> true: relabel without a class, found when downloading
 
   // ------------------------------------------------------------------ decisions in localStorage
   // Decisions survive a reload of the same report (same audit), when the browser allows storage.
@@ -29,8 +37,11 @@
     var stored = {};
     try { stored = JSON.parse(window.localStorage.getItem(meta.storage_key) || "{}") || {}; }
     catch (e) { stored = {}; }
-    Object.keys(stored).forEach(function (k) {  // only images of this report count
-      if (Object.prototype.hasOwnProperty.call(known, k)) { decisions[k] = stored[k]; }
+    Object.keys(stored).forEach(function (k) {  // only well-formed decisions on images of this report
+      var d = stored[k];
+      if (k in known && d && DECISIONS.indexOf(d.decision) >= 0 && typeof d.new_label === "string") {
+        decisions[k] = { decision: d.decision, new_label: d.new_label };
+      }
     });
   }
   function save() {
@@ -70,7 +81,7 @@
   function render() {
     state.page = Math.min(Math.max(0, state.page), pageCount() - 1);
     var from = state.page * pageSize(), frag = document.createDocumentFragment();
-    state.shown.slice(from, from + pageSize()).forEach(function (i) { frag.appendChild(card(rows[i], i + 1)); });
+    state.shown.slice(from, from + pageSize()).forEach(function (i) { frag.appendChild(card(i)); });
     el.cards.replaceChildren(frag);
     paintPagers();
     performance.mark("gallery-rendered");  // timing for scripts/bench_report.py (a no-op otherwise)
@@ -92,10 +103,11 @@
   function num(v, digits) { return v === null || v === undefined ? "\u2014" : Number(v).toFixed(digits); }
   function orDash(v) { return v ? v : "\u2014"; }
 
-  function picture(r) {
-    if (!r.thumb) { return node("div", "placeholder", r.missing || "no overlay"); }
+  function picture(r, thumb) {
+    if (thumb === undefined) { return node("div", "placeholder", "loading\u2026"); }  // not parsed yet
+    if (!thumb) { return node("div", "placeholder", r.missing || "no overlay"); }
     var img = node("img");
-    img.src = r.thumb;
+    img.src = thumb;
     img.alt = "Grad-CAM overlay of " + r.name;
     img.decoding = "async";
     if (!r.full) {  // the thumbnail survived but the full overlay is gone
@@ -151,7 +163,7 @@
   function review(r, rank) {
     var fs = node("fieldset", "decision"), d = decisions[r.key];
     fs.appendChild(node("legend", "", "review"));
-    ["keep", "exclude", "relabel"].forEach(function (v) {
+    DECISIONS.forEach(function (v) {
       var label = node("label"), input = node("input");
       input.type = "radio"; input.name = "d" + rank; input.value = v;
       input.checked = !!d && d.decision === v;
@@ -168,11 +180,15 @@
     return fs;
   }
 
-  function card(r, rank) {
-    var art = node("article", "card");
+  function thumbOf(i) { return i < thumbs.length || thumbsComplete ? thumbs[i] : undefined; }
+
+  function card(i) {
+    var r = rows[i], rank = i + 1, art = node("article", "card");
     art.dataset.key = r.key; art.dataset.class = r.pred; art.dataset.label = r.label || "";
     art.dataset.region = r.region; art.dataset.reasons = r.reasons.join(" ");
-    art.appendChild(picture(r));
+    art.dataset.index = String(i);
+    if (thumbOf(i) === undefined) { art.dataset.pending = ""; }
+    art.appendChild(picture(r, thumbOf(i)));
     var body = node("div", "body"), title = node("div", "title");
     title.title = r.key;
     title.appendChild(node("span", "rank", "#" + rank));
@@ -261,7 +277,7 @@
 
   byId("clear-decisions").addEventListener("click", function () {
     if (!window.confirm("Forget all review decisions in this report?")) { return; }
-    decisions = {}; invalid = {};
+    decisions = Object.create(null); invalid = Object.create(null);
     save();
     countReviewed();
     render();
@@ -286,6 +302,17 @@
     });
     p.querySelector(".page-input").addEventListener("change", function (ev) {
       goTo((parseInt(ev.target.value, 10) || 1) - 1, bottom);
+    });
+  });
+
+  // The rest of the thumbnails: give the cards already drawn their pictures.
+  document.addEventListener("DOMContentLoaded", function () {
+    thumbs = thumbs.concat(readJson("gallery-thumbs-rest"));
+    thumbsComplete = true;
+    el.cards.querySelectorAll("article.card[data-pending]").forEach(function (art) {
+      var i = Number(art.dataset.index);
+      art.replaceChild(picture(rows[i], thumbOf(i)), art.firstChild);
+      delete art.dataset.pending;
     });
   });
 

@@ -20,7 +20,7 @@ from lungaudit.audit.overlay import THUMB_SIDE, thumbnail_for
 from lungaudit.cli.app import app
 from lungaudit.report.auditdir import load_audit_dir
 from lungaudit.report.gallery import THUMB_MAX_BYTES, relative_href
-from lungaudit.report.html import gallery_order, write_report
+from lungaudit.report.html import PAGE_SIZE, gallery_order, write_report
 
 from .conftest import CLASSES, edit_summary, read_rows
 
@@ -61,8 +61,11 @@ def parse(path: Path) -> tuple[str, Page, list[dict]]:
     p = Page()
     p.feed(text)
     blocks = {m.group(1): m.group(2) for m in SCRIPT.finditer(text)}
-    records = json.loads(blocks[' id="gallery-data" type="application/json"'])
-    return text, p, records
+    data = {a.split('"')[1]: json.loads(body) for a, body in blocks.items() if "application/json" in a}
+    records = data["gallery-data"]
+    thumbs = data["gallery-thumbs-first"] + data["gallery-thumbs-rest"]
+    assert len(data["gallery-thumbs-first"]) == min(PAGE_SIZE, len(records)) and len(thumbs) == len(records)
+    return text, p, [{**r, "thumb": t} for r, t in zip(records, thumbs)]
 
 
 def thumb_bytes(record: dict) -> bytes:
@@ -148,13 +151,14 @@ def test_class_label_cannot_break_the_scripts(make_audit):
     d = make_audit(classes=classes)
     text, p, records = parse(write_report(d))
     scripts = SCRIPT.findall(text)
-    assert [attrs for attrs, _ in scripts] == [
-        ' id="report-meta" type="application/json"', ' id="gallery-data" type="application/json"', ""
-    ]
-    assert text.lower().count("<script") == 3 and text.lower().count("</script") == 3
-    for _, body in scripts[:2]:
-        assert "<" not in body
-    assert "<!--" not in scripts[2][1] and "</" not in scripts[2][1]  # the JavaScript itself
+    names = ["report-meta", "gallery-data", "gallery-thumbs-first", None, "gallery-thumbs-rest"]
+    assert [attrs for attrs, _ in scripts] == [f' id="{n}" type="application/json"' if n else "" for n in names]
+    assert text.lower().count("<script") == 5 and text.lower().count("</script") == 5
+    for (_, body), name in zip(scripts, names):
+        if name:
+            assert "<" not in body
+        else:  # the JavaScript itself
+            assert "<!--" not in body and "</" not in body
     meta = json.loads(scripts[0][1])
     assert meta["class_names"] == classes
     assert any(r["pred"] == evil for r in records)

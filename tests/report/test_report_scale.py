@@ -31,11 +31,12 @@ def test_2000_flagged_images_load_and_filter_in_under_2_s(big_audit):
     )
     assert proc.returncode in (0, 1), proc.stdout + proc.stderr  # 1: a run missed a target, judged below
     m = json.loads(proc.stdout)
-    print(f"\n{m['kb_per_flagged']:.1f} KB/flagged image; load s {m['load_s']}; filter s {m['filter_s']}")
+    print(f"\n{m['kb_per_flagged']:.1f} KB/flagged image; first page s {m['load_s']}; "
+          f"whole file s {m['parsed_s']}; filter s {m['filter_s']}")
     assert m["flagged"] == BIG_FLAGGED
     assert m["kb_per_flagged"] <= KB_PER_FLAGGED
     for run in m["runs"]:  # what was timed is what was asked for
         assert run["records"] == BIG_FLAGGED and run["cards_on_page"] > 0
         assert 0 < run["matching"] < BIG_FLAGGED
-    assert min(m["load_s"]) < TARGET_S, m["load_s"]
+    assert min(m["load_s"]) < TARGET_S, m["load_s"]  # navigation -> first page of cards, thumbnails decoded
     assert min(m["filter_s"]) < TARGET_S, m["filter_s"]

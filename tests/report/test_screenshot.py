@@ -76,3 +76,38 @@ def test_a_hostile_class_label_leaves_the_javascript_running(make_audit):
     assert classes and set(classes) == {evil}
     assert evil in options
     assert not errors
+
+
+def test_a_relabel_without_class_is_shown_wherever_it_is(make_audit):
+    """Download refuses a relabel with no class, and brings that card back from another page under
+    filters that hide it."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = chromium_or_skip()
+    report = write_report(make_audit(n=2 * PAGE_SIZE + 24))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(accept_downloads=True)
+            dialogs: list[str] = []
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(report.resolve().as_uri())
+            page.click("#pager-top [data-go=next]")
+            card = page.locator("#gallery-cards article.card").first
+            key, region = card.get_attribute("data-key"), card.get_attribute("data-region")
+            card.locator("input[value=relabel]").check()  # a relabel, but no class picked
+            other = next(v for v in page.locator("#filter-region option").evaluate_all("els => els.map(e => e.value)")
+                         if v not in ("*", region))
+            page.select_option("#filter-region", other)  # hides the card, back on page 1
+            downloads: list[object] = []
+            page.on("download", lambda d: downloads.append(d))
+            page.click("#download")
+            page.wait_for_timeout(300)
+            bad = page.locator("#gallery-cards article.card.invalid")
+            shown = (bad.count(), bad.first.get_attribute("data-key"), page.locator("#filter-region").input_value(),
+                     page.locator("#pager-top .page-input").input_value())
+        finally:
+            browser.close()
+    assert dialogs == ["1 relabel decision(s) have no new class selected."]
+    assert not downloads
+    assert shown == (1, key, "*", "2")  # filters cleared, its page opened, the card marked
