@@ -380,6 +380,9 @@ def render_report(a: AuditDir, report_dir: Path | None = None) -> str:
         # Same audit -> same key, so decisions survive reopening the report but never leak between audits.
         "storage_key": f"lungaudit-review:{s['dataset']['fingerprint']}:{s['created']}",
     }
+    # Every "<" as \u003c: "</script>" would end the element and "<!--<script>" (a class name) would
+    # put the HTML parser in script-data-escaped state and swallow the report's JavaScript.
+    meta_json = json.dumps(meta).replace("<", "\\u003c")
     title = f"lungaudit report \u2014 {s['dataset']['root']}"
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -395,7 +398,7 @@ def render_report(a: AuditDir, report_dir: Path | None = None) -> str:
         + _bias(a)
         + _gallery(records, a.class_names)
         + "</main>"
-        f'<script id="report-meta" type="application/json">{script_json(meta)}</script>'
+        f'<script id="report-meta" type="application/json">{meta_json}</script>'
         + _gallery_scripts(records)
         + "</body></html>\n"
     )
