@@ -97,6 +97,8 @@ def _remake(source: Path) -> bytes | None:
 
 
 def _thumbnail(files: _Files, overlay_rel: str, tally: _Tally) -> bytes | None:
+    """The JPEG thumbnail of an overlay: the audit's own when usable, else made from the overlay
+    (None when neither is readable)."""
     thumb = files.get(thumbnail_for(overlay_rel))
     if thumb is not None and thumb.stat().st_size <= THUMB_MAX_BYTES:
         data = thumb.read_bytes()
@@ -107,12 +109,6 @@ def _thumbnail(files: _Files, overlay_rel: str, tally: _Tally) -> bytes | None:
     if data is not None:
         tally.made += 1
     return data
-
-
-def thumbnail_bytes(a: AuditDir, overlay_rel: str) -> bytes | None:
-    """The JPEG thumbnail of an overlay: the audit's own when usable, else made from the overlay
-    (None when neither is readable)."""
-    return _thumbnail(_Files(a, a.path), overlay_rel, _Tally())
 
 
 def relative_href(target: Path, report_dir: Path) -> str:
@@ -178,4 +174,4 @@ def gallery_records(a: AuditDir, report_dir: Path | None = None) -> list[dict[st
     return out
 
 
-__all__ = ["THUMB_MAX_BYTES", "gallery_order", "gallery_records", "relative_href", "thumbnail_bytes"]
+__all__ = ["THUMB_MAX_BYTES", "gallery_order", "gallery_records", "relative_href"]
