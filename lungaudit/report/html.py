@@ -1,8 +1,12 @@
 """The human-readable bias report: one self-contained HTML file per audit directory.
 
-Everything is inline (CSS, JS, images as base64 data URIs) so the file can be mailed, archived as a
-CI artefact or opened offline, and so it never phones home: the report references no URL at all.
-All text taken from the audit files goes through ``html.escape``.
+Everything the report needs is inline (CSS, JS, heatmaps and gallery thumbnails as base64 data URIs),
+so the file can be mailed, archived as a CI artefact or opened offline, and it never phones home: the
+only references are relative links from each thumbnail to its full-size overlay in the audit folder.
+The flagged-image gallery is a JSON data block (see :mod:`lungaudit.report.gallery`) that
+``report.js`` renders a page at a time, so the report stays small and fast at thousands of flagged
+images. Text taken from the audit files goes through ``html.escape`` in HTML, through
+:func:`script_json` in the data blocks, and through ``textContent`` in the JavaScript.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
-from lungaudit.report.auditdir import AuditDir, AuditRow, load_audit_dir
+from lungaudit.report.auditdir import AuditDir, load_audit_dir
+from lungaudit.report.gallery import gallery_order, gallery_records
 from lungaudit.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -30,6 +35,8 @@ _REASON_TEXT = {
     "no_evidence": "no evidence",
 }
 DASH = "\u2014"
+PAGE_SIZES = (24, 48, 96, 192)
+PAGE_SIZE = 48  # cards per gallery page: a few screens, and cheap to render at any audit size
 
 
 def esc(v: Any) -> str:
@@ -277,104 +284,105 @@ def _bias(a: AuditDir) -> str:
     )
 
 
-def gallery_order(rows: list[AuditRow]) -> list[AuditRow]:
-    """Flagged rows, worst first: highest tolerant E_out first, unknown E_out after, no-evidence last."""
-
-    def key(r: AuditRow) -> tuple[int, int, float]:
-        nan = _missing(r.e_out_tol)
-        return (int(r.no_evidence), int(nan), 0.0 if nan else -r.e_out_tol)
-
-    return sorted((r for r in rows if r.flagged), key=key)
-
-
-def _card(a: AuditDir, r: AuditRow, rank: int) -> str:
-    uri = None
-    if r.overlay:
-        uri = data_uri(a.resolve(r.overlay))
-        if uri is None:
-            log.warning("%s: overlay %s is missing", a.path, r.overlay)
-    missing = "overlays were not written by this audit" if not r.overlay else f"overlay missing: {r.overlay}"
-    name = Path(r.path or r.key).name
-    wrong = r.label is not None and r.label != r.pred
-    reasons = "".join(f'<span class="badge {esc(x)}">{esc(_REASON_TEXT.get(x, x))}</span>' for x in r.reasons)
-    masked = ""
-    if r.pred_masked:
-        masked = f"{esc(r.pred_masked)} ({fmt_num(r.prob_masked, 2)})"
-    marker = DASH if r.marker_overlap is None else ("yes" if r.marker_overlap else "no")
-    if r.marker_box is not None:
-        marker += " <span class=\"muted\">[" + " ".join(f"{v:g}" for v in r.marker_box) + "]</span>"
-    opts = '<option value="">relabel as\u2026</option>' + "".join(
-        f'<option value="{esc(c)}">{esc(c)}</option>' for c in a.class_names
-    )
-    group = f"d{rank}"
-    return (
-        f'<article class="card" data-key="{esc(r.key)}" data-class="{esc(r.pred)}" data-label="{esc(r.label)}" '
-        f'data-region="{esc(r.region)}" data-reasons="{esc(" ".join(r.reasons))}">'
-        f"{_img(uri, f'Grad-CAM overlay of {name}', missing)}"
-        f'<div class="body"><div class="title" title="{esc(r.key)}"><span class="rank">#{rank}</span> {esc(name)}</div>'
-        "<dl>"
-        f"<dt>predicted</dt><dd class=\"{'wrong' if wrong else ''}\">{esc(r.pred)} ({fmt_num(r.prob_pred, 2)})</dd>"
-        f"<dt>true</dt><dd>{esc(r.label or DASH)}</dd>"
-        f"<dt>masked pred</dt><dd>{masked or DASH}</dd>"
-        f"<dt>E_in</dt><dd>{fmt_num(r.e_in, 2)} strict / {fmt_num(r.e_in_tol, 2)} tolerant</dd>"
-        f"<dt>E_out (tol.)</dt><dd>{fmt_num(r.e_out_tol, 2)}</dd>"
-        f"<dt>region</dt><dd>{esc(r.region or DASH)}</dd>"
-        f"<dt>on marker</dt><dd>{marker}</dd>"
-        f"<dt>source</dt><dd>{esc(r.source or DASH)}</dd>"
-        f"<dt>reasons</dt><dd>{reasons or DASH}</dd>"
-        "</dl>"
-        '<fieldset class="decision"><legend>review</legend>'
-        f'<label><input type="radio" name="{group}" value="keep"> keep</label>'
-        f'<label><input type="radio" name="{group}" value="exclude"> exclude</label>'
-        f'<label><input type="radio" name="{group}" value="relabel"> relabel</label>'
-        f'<select class="relabel" aria-label="new class">{opts}</select>'
-        "</fieldset></div></article>"
-    )
-
-
 def _select(id_: str, label: str, values: list[tuple[str, str]]) -> str:
     opts = '<option value="*">all</option>' + "".join(f'<option value="{esc(v)}">{esc(t)}</option>' for v, t in values)
     return f'<label for="{id_}">{esc(label)}<select id="{id_}">{opts}</select></label>'
 
 
-def _gallery(a: AuditDir) -> str:
-    rows = gallery_order(a.rows)
-    classes = [c for c in a.class_names if any(r.pred == c for r in rows)]
-    classes += sorted({r.pred for r in rows} - set(classes))
-    regions = sorted({r.region for r in rows if r.region})
-    region_opts = [(x, x) for x in regions] + ([("", "(none)")] if any(not r.region for r in rows) else [])
-    reasons = sorted({x for r in rows for x in r.reasons})
-    filters = (
+def _filters(records: list[dict[str, Any]], class_names: list[str]) -> str:
+    """Filter bar; the options list what the records carry, so every choice shows at least one card."""
+    preds = {r["pred"] for r in records}
+    classes = [c for c in class_names if c in preds] + sorted(preds - set(class_names))
+    regions = sorted({r["region"] for r in records if r["region"]})
+    region_opts = [(x, x) for x in regions] + ([("", "(none)")] if any(not r["region"] for r in records) else [])
+    reasons = sorted({x for r in records for x in r["reasons"]})
+    n = len(records)
+    return (
         '<div class="filters">'
         + _select("filter-class", "predicted class", [(c, c) for c in classes])
         + _select("filter-region", "region", region_opts)
         + _select("filter-reason", "reason", [(x, _REASON_TEXT.get(x, x)) for x in reasons])
-        + f'<span><b id="visible-count">{len(rows)}</b> of {len(rows)} shown \u00b7 <b id="reviewed-count">0</b> reviewed</span>'
+        + f'<span><b id="visible-count">{n}</b> of {n} match \u00b7 <b id="reviewed-count">0</b> reviewed</span>'
         '<button id="download" type="button">Download decisions.csv</button>'
         '<button id="clear-decisions" class="secondary" type="button">Clear decisions</button>'
         "</div>"
     )
-    cards = "".join(_card(a, r, i + 1) for i, r in enumerate(rows))
-    empty = "" if rows else '<p class="muted">No image was flagged.</p>'
+
+
+def _pager(where: str) -> str:
+    """Paging controls; report.js fills in the numbers (two copies: above and below the cards)."""
+    size = ""
+    if where == "top":
+        opts = "".join(f'<option value="{n}"{" selected" if n == PAGE_SIZE else ""}>{n}</option>' for n in PAGE_SIZES)
+        size = f'<label>per page<select id="page-size">{opts}</select></label>'
     return (
-        '<section id="gallery"><h2>Flagged images</h2>'
-        '<p class="muted">Worst first (highest tolerant out-of-lung energy); no-evidence images last. '
-        "Review decisions are kept in this browser and exported as decisions.csv for "
-        "<span class=\"mono\">lungaudit apply-review</span>. Undecided images stay in the data set.</p>"
-        f'{filters}{empty}<div class="gallery">{cards}</div></section>'
+        f'<div class="pager" id="pager-{where}">'
+        '<button type="button" class="secondary" data-go="first" aria-label="first page">\u00ab</button>'
+        '<button type="button" class="secondary" data-go="prev" aria-label="previous page">\u2039 prev</button>'
+        '<label>page <input type="number" class="page-input" min="1" value="1" aria-label="page number"></label>'
+        '<span>of <b class="page-count">1</b></span>'
+        '<button type="button" class="secondary" data-go="next" aria-label="next page">next \u203a</button>'
+        '<button type="button" class="secondary" data-go="last" aria-label="last page">\u00bb</button>'
+        f'<span class="page-range muted"></span>{size}</div>'
     )
 
 
-def render_report(a: AuditDir) -> str:
-    """The full HTML document for a loaded audit directory."""
+def _gallery(records: list[dict[str, Any]], class_names: list[str]) -> str:
+    empty = "" if records else '<p class="muted">No image was flagged.</p>'
+    return (
+        '<section id="gallery"><h2>Flagged images</h2>'
+        '<p class="muted">Worst first (highest tolerant out-of-lung energy); no-evidence images last. '
+        "Click a thumbnail for the full-size overlay (the <span class=\"mono\">overlays/</span> folder beside this "
+        "report). Review decisions are kept in this browser, on every page, and exported as decisions.csv for "
+        "<span class=\"mono\">lungaudit apply-review</span>. Undecided images stay in the data set.</p>"
+        f"{_filters(records, class_names)}{empty}"
+        '<noscript><p class="warning">The gallery and its review controls need JavaScript.</p></noscript>'
+        f'{_pager("top")}<div class="gallery" id="gallery-cards" aria-live="polite"></div>{_pager("bottom")}</section>'
+    )
+
+
+def script_json(data: Any) -> str:
+    """JSON for a ``<script type="application/json">`` element.
+
+    Every ``<`` becomes ``\\u003c``, which JSON.parse reads back unchanged: a data string can then
+    neither close the element (``</script>``) nor open an HTML comment (``<!--``), which in script
+    content makes the parser swallow the next ``</script>`` and with it the report's JavaScript.
+    """
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+
+
+def _gallery_scripts(records: list[dict[str, Any]]) -> str:
+    """The gallery's data blocks around report.js, ordered so the first page shows early.
+
+    Thumbnails are almost all of the file (about 6 KB each against 0.3 KB of numbers). The records and
+    the first page's thumbnails come before report.js, which draws that page as soon as the parser
+    reaches it; the other thumbnails follow it and reach the page at DOMContentLoaded. So the first page
+    does not wait for the parser to get through megabytes of thumbnails it does not show.
+    """
+    thumbs = [r["thumb"] for r in records]
+    rows = [{k: v for k, v in r.items() if k != "thumb"} for r in records]
+    return (
+        f'<script id="gallery-data" type="application/json">{script_json(rows)}</script>'
+        f'<script id="gallery-thumbs-first" type="application/json">{script_json(thumbs[:PAGE_SIZE])}</script>'
+        f"<script>{_asset('report.js')}</script>"
+        f'<script id="gallery-thumbs-rest" type="application/json">{script_json(thumbs[PAGE_SIZE:])}</script>'
+    )
+
+
+def render_report(a: AuditDir, report_dir: Path | None = None) -> str:
+    """The full HTML document for a loaded audit directory; gallery links are relative to
+    ``report_dir`` (default: the audit directory)."""
     s = a.summary.model_dump()
+    records = gallery_records(a, report_dir)
     meta = {
         "class_names": a.class_names,
+        "reason_text": _REASON_TEXT,
         # Same audit -> same key, so decisions survive reopening the report but never leak between audits.
         "storage_key": f"lungaudit-review:{s['dataset']['fingerprint']}:{s['created']}",
     }
-    # "</" would end the <script> element early; JSON allows the escaped slash.
-    meta_json = json.dumps(meta).replace("</", "<\\/")
+    # Every "<" as \u003c: "</script>" would end the element and "<!--<script>" (a class name) would
+    # put the HTML parser in script-data-escaped state and swallow the report's JavaScript.
+    meta_json = json.dumps(meta).replace("<", "\\u003c")
     title = f"lungaudit report \u2014 {s['dataset']['root']}"
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -388,17 +396,22 @@ def render_report(a: AuditDir) -> str:
         + _header(a)
         + _performance(s)
         + _bias(a)
-        + _gallery(a)
+        + _gallery(records, a.class_names)
         + "</main>"
         f'<script id="report-meta" type="application/json">{meta_json}</script>'
-        f"<script>{_asset('report.js')}</script></body></html>\n"
+        + _gallery_scripts(records)
+        + "</body></html>\n"
     )
+
 
 
 def write_report(audit_dir: str | Path, out: str | Path | None = None) -> Path:
     """Render ``audit_dir/report.html`` (or ``out``) from a validated audit directory; returns its path."""
     a = load_audit_dir(audit_dir)
     path = Path(out) if out is not None else a.path / REPORT_FILE
-    atomic_write_text(path, render_report(a))
+    atomic_write_text(path, render_report(a, path.parent))
     log.info("wrote %s (%d flagged images)", path, len(a.flagged))
     return path
+
+
+__all__ = ["REPORT_FILE", "esc", "gallery_order", "histogram_svg", "render_report", "script_json", "write_report"]
