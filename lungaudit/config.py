@@ -70,6 +70,7 @@ class SegConfig:
     weight_decay: float = 1e-4
     max_train_images: int = 400  # lungs are easy to learn; more images mostly cost time
     pretrained: bool = False  # opt-in ImageNet encoder weights (needs network)
+    weights: str = ""  # start from a local state dict or a lungaudit seg checkpoint/run ("" = none)
 
 
 @dataclass(frozen=True)
@@ -81,16 +82,26 @@ class ClsConfig:
     mask_dilate_px: int = 3  # dilation of the lung mask (at model resolution) before masking
     fill_value: float = 0.0
     epochs: int = 14
+    min_epoch_steps: int = 16  # an epoch is at least this many optimizer steps (a small set is repeated)
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    patience: int = 4  # early stopping on validation macro-F1
+    label_smoothing: float = 0.0
+    balance: str = "weights"  # weights | sampler | none: how classes of unequal size are balanced
+    select_metric: str = "auc"  # auc | f1: validation score for best checkpoint and early stopping
+    patience: int = 4  # early stopping: epochs without gain (0 = off), counted once out of chance
+    stop_margin: float = 0.05  # the score must beat chance by this before patience counts
+    min_epochs: int = 7  # early stopping never fires before this epoch
     hflip: bool = False  # off: the heart sits on the left
     rotate_deg: float = 18.0
     scale: float = 0.05
+    translate: float = 0.0  # random shift, fraction of the side
     brightness: float = 0.1
     contrast: float = 0.1
+    gamma: float = 0.0  # random gamma in [1 - gamma, 1 + gamma] (0 = off)
     pretrained: bool = False
+    weights: str = ""  # start from a local state dict or a lungaudit cls checkpoint/run ("" = none)
+    input_norm: str = "auto"  # auto | none | imagenet: input normalisation inside the model
 
 
 @dataclass(frozen=True)
@@ -167,9 +178,9 @@ LIMITS: dict[str, tuple[float | None, float | None]] = {
     "synth.severity_min": (0, 1),
     "data.val_frac": (0, 0.9), "data.test_frac": (0, 0.9), "data.num_workers": (0, 256), "data.max_megapixels": (0, None),
     "seg.encoder_depth": (3, 5), "seg.image_size": (32, 4096), "seg.epochs": (1, None), "seg.batch_size": (1, None),
-    "seg.lr": (1e-9, 10), "seg.weight_decay": (0, 10), "seg.max_train_images": (0, None),
+    "seg.lr": (0, 10), "seg.weight_decay": (0, 10), "seg.max_train_images": (0, None),
     "cls.image_size": (32, 4096), "cls.mask_prob": (0, 1), "cls.mask_dilate_px": (0, 512), "cls.fill_value": (0, 1),
-    "cls.epochs": (1, None), "cls.batch_size": (1, None), "cls.lr": (1e-9, 10), "cls.weight_decay": (0, 10),
+    "cls.epochs": (1, None), "cls.batch_size": (1, None), "cls.lr": (0, 10), "cls.weight_decay": (0, 10),
     "cls.patience": (0, None), "cls.rotate_deg": (0, 180), "cls.scale": (0, 0.9), "cls.brightness": (0, 1),
     "cls.contrast": (0, 1),
     "audit.batch_size": (1, None), "audit.tolerance_px": (0, 512), "audit.out_threshold": (0, 1),

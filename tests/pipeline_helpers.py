@@ -24,6 +24,7 @@ def tiny_config(root: Path, project: Path, *extra: str) -> TrainConfig:
             "cls.epochs=2",
             "cls.batch_size=8",
             "cls.patience=0",
+            "cls.min_epoch_steps=0",
             *extra,
         ],
     )

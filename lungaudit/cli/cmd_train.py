@@ -89,6 +89,9 @@ def train(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     resume: bool = typer.Option(False, "--resume", help="Continue the named (or latest) run from its last checkpoints."),
     pretrained: bool = typer.Option(False, "--pretrained", help="Start from ImageNet weights (needs network)."),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", help="Start from local weights: a run folder, a lungaudit checkpoint or a state dict (offline)."
+    ),
 ) -> None:
     """Train the lung segmenter and the masked/unmasked classifier."""
     from lungaudit.training.pipeline import train as run_train
@@ -103,6 +106,8 @@ def train(
     cfg = replace(cfg, name=name or cfg.name, device=device or cfg.device)
     if pretrained:
         cfg = replace(cfg, seg=replace(cfg.seg, pretrained=True), cls=replace(cfg.cls, pretrained=True))
+    if weights is not None:
+        cfg = _with_weights(cfg, weights, stage.value)
     with _progress() as progress:
         try:
             result = run_train(cfg, stage=stage.value, resume=resume, run_dir=run_dir, callback=RichTrainProgress(progress), seg_from=seg_from)
@@ -112,6 +117,18 @@ def train(
     print_test_metrics(result.test_metrics)
     times = ", ".join(f"{k} {v:.0f}s" for k, v in result.stage_times_s.items())
     say("[bold green]done[/] in {}s ({}); run folder: [bold]{}[/]", f"{result.elapsed_s:.0f}", times, result.run_dir)
+
+
+def _with_weights(cfg: Any, weights: Path, stage: str) -> Any:
+    from lungaudit.training.weights import WeightsError, weights_for_stage
+
+    try:
+        chosen = weights_for_stage(weights, stage)
+    except WeightsError as e:
+        fail(str(e))
+    for kind, path in chosen.items():
+        cfg = replace(cfg, **{kind: replace(getattr(cfg, kind), weights=path)})
+    return cfg
 
 
 def _resume_dir(project: Path, name: str | None) -> Path:

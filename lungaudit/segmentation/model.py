@@ -27,7 +27,8 @@ def unet(cfg: SegConfig) -> nn.Module:
             raise
         raise RuntimeError(
             f"could not download ImageNet weights for encoder {cfg.encoder!r} ({e.__class__.__name__}: {e}); "
-            "this machine may be offline: train from scratch without --pretrained"
+            "this machine may be offline: train from scratch without --pretrained, or start from a local "
+            "state dict or run with --weights PATH"
         ) from None
 
 

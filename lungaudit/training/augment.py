@@ -28,7 +28,9 @@ def seg_augment() -> A.Compose:
 
 
 def cls_augment(cfg: ClsConfig) -> A.Compose:
-    """Rotation, scale, brightness and contrast; horizontal flip only when the config asks."""
+    """Rotation, scale, shift, brightness, contrast and gamma; horizontal flip only when the config asks."""
+    # Passed only when asked for: even a zero range changes the random stream, and with it every run.
+    shift = {"translate_percent": (-cfg.translate, cfg.translate)} if cfg.translate > 0 else {}
     transforms: list = [
         A.Affine(
             scale=(1 - cfg.scale, 1 + cfg.scale),
@@ -37,9 +39,13 @@ def cls_augment(cfg: ClsConfig) -> A.Compose:
             fill=0,
             fill_mask=0,
             p=0.9,
+            **shift,
         ),
         A.RandomBrightnessContrast(brightness_limit=cfg.brightness, contrast_limit=cfg.contrast, p=0.8),
     ]
+    if cfg.gamma > 0:
+        # Real films differ in exposure curve (detector, processing), not only in level and contrast.
+        transforms.append(A.RandomGamma(gamma_limit=(100 * (1 - cfg.gamma), 100 * (1 + cfg.gamma)), p=0.5))
     if cfg.hflip:
         transforms.append(A.HorizontalFlip(p=0.5))
     return A.Compose(transforms)

@@ -16,12 +16,13 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from lungaudit.device import autocast, prepare_model
 from lungaudit.runs.checkpoint import Checkpoint, check_same_model, load_checkpoint, save_checkpoint
 from lungaudit.runs.rundir import MetricsLog
 from lungaudit.training.callbacks import TrainCallback
+from lungaudit.training.stopping import StopRule, StopState, stopping_step
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,37 @@ class Stage:
     lr: float
     weight_decay: float
     patience: int  # 0 disables early stopping
+    chance: float = -math.inf  # the score of a model that learnt nothing; patience waits until it is left
+    stop_margin: float = 0.0  # ... by this much
+    min_epochs: int = 0  # early stopping never fires before this epoch
+
+
+@dataclass
+class _Fit:
+    """A stage being trained: its model, optimizer and schedule, and where its checkpoints go."""
+
+    stage: Stage
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    device: torch.device
+    last_path: Path
+    best_path: Path
+
+    @classmethod
+    def open(cls, stage: Stage, weights_dir: Path, device: torch.device) -> _Fit:
+        weights_dir.mkdir(parents=True, exist_ok=True)
+        model = prepare_model(stage.model, device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=stage.lr, weight_decay=stage.weight_decay)
+        total = stage.epochs * max(1, len(stage.loader))
+        warmup = min(max(1, len(stage.loader)), max(1, total // 20))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_with_warmup(s, warmup, total))
+        return cls(stage, model, optimizer, scheduler, device,
+                   weights_dir / f"{stage.kind}_last.pt", weights_dir / f"{stage.kind}_best.pt")  # fmt: skip
+
+    def best(self) -> Checkpoint:
+        s = self.stage
+        return load_checkpoint(self.best_path, kind=s.kind, class_names=s.class_names, map_location=self.device)
 
 
 def run_stage(
@@ -56,99 +88,100 @@ def run_stage(
     ``interrupt_after_epoch`` raises KeyboardInterrupt after that epoch's checkpoint is written; the
     tests use it to simulate a crash without killing the process.
     """
-    weights_dir.mkdir(parents=True, exist_ok=True)
-    last_path, best_path = weights_dir / f"{stage.kind}_last.pt", weights_dir / f"{stage.kind}_best.pt"
-    model = prepare_model(stage.model, device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=stage.lr, weight_decay=stage.weight_decay)
-    steps_per_epoch = max(1, len(stage.loader))
-    total_steps = stage.epochs * steps_per_epoch
-    warmup = min(steps_per_epoch, max(1, total_steps // 20))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_with_warmup(s, warmup, total_steps))
-
-    start_epoch, best, bad_epochs = 0, -math.inf, 0
-    if resume and last_path.is_file():
-        ckpt = load_checkpoint(last_path, kind=stage.kind, class_names=stage.class_names, map_location=device)
-        check_same_model(ckpt, stage.config, stage.model_keys, last_path)
-        model.load_state_dict(ckpt.model_state)
-        if ckpt.optimizer_state:
-            optimizer.load_state_dict(ckpt.optimizer_state)
-        if ckpt.scheduler_state:
-            scheduler.load_state_dict(ckpt.scheduler_state)
-        start_epoch, best, bad_epochs = ckpt.epoch, ckpt.best_metric, ckpt.bad_epochs
-        callback.message(f"{stage.kind}: resuming after epoch {start_epoch} (best score {best:.4f})")
-        if (ckpt.extra or {}).get("finished"):
-            metrics.truncate(stage.kind, start_epoch)
-            return load_checkpoint(best_path, kind=stage.kind, class_names=stage.class_names, map_location=device)
+    fit = _Fit.open(stage, weights_dir, device)
+    rule = StopRule(stage.patience, stage.chance, stage.stop_margin, stage.min_epochs)
+    state, start_epoch, done = StopState(-math.inf, 0), 0, False
+    if resume and fit.last_path.is_file():
+        state, start_epoch, done = _resume(fit, callback)
     metrics.truncate(stage.kind, start_epoch)
-
-    callback.stage_start(stage.kind, start_epoch, stage.epochs, steps_per_epoch)
+    if done:
+        return fit.best()
+    callback.stage_start(stage.kind, start_epoch, stage.epochs, max(1, len(stage.loader)))
     finished = start_epoch >= stage.epochs
     for epoch in range(start_epoch, stage.epochs):
         t0 = time.perf_counter()
-        set_epoch = getattr(stage.loader.dataset, "set_epoch", None)
-        if set_epoch is not None:
-            set_epoch(epoch)
-        model.train()
-        totals: dict[str, float] = {}
-        n_batches = 0
-        for step, batch in enumerate(stage.loader):
-            with autocast(device):
-                loss, stats = stage.loss_fn(model, batch, device)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            n_batches += 1
-            for k, v in {"loss": float(loss.detach()), **stats}.items():
-                totals[k] = totals.get(k, 0.0) + v
-            callback.step(stage.kind, epoch, step, float(loss.detach()))
+        totals, n_batches = _train_epoch(fit, epoch, callback)
         train_time = time.perf_counter() - t0
-        model.eval()
-        val = stage.evaluate(model)
+        fit.model.eval()
+        val = stage.evaluate(fit.model)
         score = val["score"]
         if not math.isfinite(score):
             # No validation images (e.g. a small segmentation-only set used whole for training):
             # fall back to the training loss, so "best" still means something.
             score = -totals.get("loss", 0.0) / max(n_batches, 1)
-        improved = score > best
-        best, bad_epochs = (score, 0) if improved else (best, bad_epochs + 1)
-        stop = stage.patience > 0 and bad_epochs >= stage.patience
+        state, improved, stop = stopping_step(state, score, epoch + 1, rule)
         finished = stop or epoch + 1 == stage.epochs
+        _save_epoch(fit, epoch + 1, state, val, improved, finished)
         row = {
-            "stage": stage.kind,
-            "epoch": epoch + 1,
+            "stage": stage.kind, "epoch": epoch + 1,
             **{f"train_{k}": v / max(n_batches, 1) for k, v in totals.items()},
             **{f"val_{k}": v for k, v in val.items()},
-            "lr": optimizer.param_groups[0]["lr"],
-            "epoch_time_s": time.perf_counter() - t0,
-            "train_time_s": train_time,
-            "images_per_s": len(stage.loader.dataset) / max(train_time, 1e-9),
-        }
-        ckpt = Checkpoint(
-            kind=stage.kind,
-            config=stage.config,
-            class_names=stage.class_names,
-            model_state={k: v.detach().cpu() for k, v in model.state_dict().items()},
-            epoch=epoch + 1,
-            best_metric=best,
-            bad_epochs=bad_epochs,
-            optimizer_state=optimizer.state_dict(),
-            scheduler_state=scheduler.state_dict(),
-            extra={"finished": finished, "val": {k: float(v) for k, v in val.items()}},
-        )
-        if improved:
-            save_checkpoint(Checkpoint(**{**ckpt.__dict__, "optimizer_state": None, "scheduler_state": None}), best_path)
-        # last.pt is written after best.pt so a crash in between never leaves "last" ahead of "best".
-        save_checkpoint(ckpt, last_path)
+            "lr": fit.optimizer.param_groups[0]["lr"], "epoch_time_s": time.perf_counter() - t0, "train_time_s": train_time,
+            "images_per_s": n_batches * (stage.loader.batch_size or 1) / max(train_time, 1e-9),
+        }  # fmt: skip
         metrics.append(row)
         callback.epoch_end(stage.kind, row)
         if interrupt_after_epoch is not None and epoch + 1 == interrupt_after_epoch:
             raise KeyboardInterrupt(f"simulated interruption after {stage.kind} epoch {epoch + 1}")
         if stop:
-            callback.message(f"{stage.kind}: early stop after epoch {epoch + 1} (no gain for {bad_epochs} epochs)")
+            callback.message(f"{stage.kind}: early stop after epoch {epoch + 1} (no gain for {state.bad_epochs} epochs)")
             break
-    callback.stage_end(stage.kind, {"best_score": best, "finished": finished})
-    return load_checkpoint(best_path, kind=stage.kind, class_names=stage.class_names, map_location=device)
+    callback.stage_end(stage.kind, {"best_score": state.best, "finished": finished})
+    return fit.best()
+
+
+def _resume(fit: _Fit, callback: TrainCallback) -> tuple[StopState, int, bool]:
+    """Restore model, optimizer and schedule from ``last.pt``; returns (stop state, epochs done, finished)."""
+    s = fit.stage
+    ckpt = load_checkpoint(fit.last_path, kind=s.kind, class_names=s.class_names, map_location=fit.device)
+    check_same_model(ckpt, s.config, s.model_keys, fit.last_path)
+    fit.model.load_state_dict(ckpt.model_state)
+    if ckpt.optimizer_state:
+        fit.optimizer.load_state_dict(ckpt.optimizer_state)
+    if ckpt.scheduler_state:
+        fit.scheduler.load_state_dict(ckpt.scheduler_state)
+    callback.message(f"{s.kind}: resuming after epoch {ckpt.epoch} (best score {ckpt.best_metric:.4f})")
+    return StopState(ckpt.best_metric, ckpt.bad_epochs), ckpt.epoch, bool((ckpt.extra or {}).get("finished"))
+
+
+def _train_epoch(fit: _Fit, epoch: int, callback: TrainCallback) -> tuple[dict[str, float], int]:
+    """One pass over the loader; returns summed per-batch statistics and the number of batches."""
+    loader = fit.stage.loader
+    for owner in (loader.dataset, loader.sampler):  # reseed augmentation and draws from (seed, epoch)
+        set_epoch = getattr(owner, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)
+    fit.model.train()
+    totals: dict[str, float] = {}
+    n_batches = 0
+    for step, batch in enumerate(loader):
+        with autocast(fit.device):
+            loss, stats = fit.stage.loss_fn(fit.model, batch, fit.device)
+        fit.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        fit.optimizer.step()
+        fit.scheduler.step()
+        n_batches += 1
+        for k, v in {"loss": float(loss.detach()), **stats}.items():
+            totals[k] = totals.get(k, 0.0) + v
+        callback.step(fit.stage.kind, epoch, step, float(loss.detach()))
+    return totals, n_batches
+
+
+def _save_epoch(fit: _Fit, epochs_done: int, state: StopState, val: dict[str, float], improved: bool, finished: bool) -> None:
+    """``best.pt`` (weights only) when the score improved, then ``last.pt`` (everything to resume)."""
+    s = fit.stage
+    ckpt = Checkpoint(
+        kind=s.kind, config=s.config, class_names=s.class_names,
+        model_state={k: v.detach().cpu() for k, v in fit.model.state_dict().items()},
+        epoch=epochs_done, best_metric=state.best, bad_epochs=state.bad_epochs,
+        optimizer_state=fit.optimizer.state_dict(), scheduler_state=fit.scheduler.state_dict(),
+        extra={"finished": finished, "val": {k: float(v) for k, v in val.items()}},
+    )  # fmt: skip
+    if improved:
+        save_checkpoint(Checkpoint(**{**ckpt.__dict__, "optimizer_state": None, "scheduler_state": None}), fit.best_path)
+    # last.pt is written after best.pt so a crash in between never leaves "last" ahead of "best".
+    save_checkpoint(ckpt, fit.last_path)
 
 
 def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
@@ -191,15 +224,23 @@ def _reseed_worker(worker_id: int) -> None:
         ds.transform.set_random_seed(ds.seed * 10_007 + ds.epoch * 101 + worker_id + 1)
 
 
-def train_loader(dataset: Dataset, batch_size: int, seed: int, device: torch.device, num_workers: int = 0) -> DataLoader:
-    """Shuffled, seeded loader: the same seed gives the same batches in the same order."""
+def train_loader(
+    dataset: Dataset, batch_size: int, seed: int, device: torch.device, num_workers: int = 0, sampler: Sampler | None = None
+) -> DataLoader:
+    """Shuffled, seeded loader: the same seed gives the same batches in the same order.
+
+    A ``sampler`` (which then owns the order, e.g. :class:`~lungaudit.training.sampling.EpochSampler`)
+    replaces the shuffle; a last partial batch is dropped whenever there is more than one batch.
+    """
+    n = len(sampler) if sampler is not None else len(dataset)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=True,
-        drop_last=len(dataset) > batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=n > batch_size,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(seed) if sampler is None else None,
         worker_init_fn=_reseed_worker if num_workers > 0 else None,
     )

@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from lungaudit.config import TrainConfig, save_config
+from lungaudit.classification.model import resolve_input_norm
+from lungaudit.config import TrainConfig, replace, save_config
 from lungaudit.data.arrays import Arrays, load_arrays
 from lungaudit.data.records import Dataset, Sample
 from lungaudit.device import resolve_device
@@ -30,6 +31,7 @@ from lungaudit.training.cls import cls_stage
 from lungaudit.training.evaluate import classification_test, fill_missing_masks, labels_of, segmentation_report
 from lungaudit.training.loop import run_stage
 from lungaudit.training.seg import seg_stage
+from lungaudit.training.weights import InitWeights, WeightsError, input_norm_of, load_into, read_weights
 from lungaudit.utils import atomic_write_json, seed_everything, sha256_file
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,9 @@ class _Run:
     callback: TrainCallback
     resume: bool
     interrupt_after: tuple[str, int] | None
+    cls_init: InitWeights | None = None
     times: dict[str, float] = field(default_factory=dict)
+    init_reports: dict[str, Any] = field(default_factory=dict)
 
     @property
     def weights(self) -> Path:
@@ -107,6 +111,7 @@ def train(
 
     callback = callback or TrainCallback()
     t_start = time.perf_counter()
+    cfg, cls_init = _resolve_cls_input(cfg, stage)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     source = Path(cfg.data.root) if cfg.data.root else synthetic_default(cfg.synth, callback.message)
@@ -123,7 +128,8 @@ def train(
         write_problems_csv(dataset.problems, run_dir / "problems.csv")
         callback.message(f"{len(dataset.problems)} problem file(s) skipped; see {run_dir / 'problems.csv'}")
     callback.message(f"device: {device}; data: {source} ({dataset.layout}, {len(dataset.samples)} images); run: {run_dir}")
-    run = _Run(cfg, device, run_dir, SplitArrays(splits, cfg.data.max_pixels), MetricsLog(run_dir / "metrics.csv"), callback, resume, interrupt_after)
+    run = _Run(cfg, device, run_dir, SplitArrays(splits, cfg.data.max_pixels), MetricsLog(run_dir / "metrics.csv"), callback, resume,
+               interrupt_after, cls_init)
     test_metrics: dict[str, Any] = {"device": str(device), "dataset": str(source)}
     segmenter, seg_size = _segmenter(run, stage, seg_ckpt is not None)
     if segmenter is not None:
@@ -134,7 +140,7 @@ def train(
         test_metrics.update(_classifier(run, list(dataset.class_names), segmenter, seg_size))
     plots.learning_curves(run.metrics.rows, run_dir / "learning_curves.png")
     elapsed = time.perf_counter() - t_start
-    test_metrics.update(elapsed_s=elapsed, stage_times_s=run.times)
+    test_metrics.update(run.init_reports, elapsed_s=elapsed, stage_times_s=run.times)
     atomic_write_json(run_dir / "test_metrics.json", test_metrics)
     return TrainResult(run_dir, test_metrics, elapsed, run.times)
 
@@ -180,6 +186,9 @@ def _segmenter(run: _Run, stage: str, reused: bool) -> tuple[torch.nn.Module | N
         t0 = time.perf_counter()
         size = run.cfg.seg.image_size
         spec = seg_stage(run.cfg.seg, run.arrays("train", size), run.arrays("val", size), run.cfg.seed, run.device, run.cfg.data.num_workers)
+        if run.cfg.seg.weights and not (run.resume and (run.weights / "seg_last.pt").is_file()):
+            init = load_into(spec.model, read_weights(run.cfg.seg.weights, "seg"), "seg")
+            run.init_reports["seg_init_weights"] = _report_init(init, "seg", run.callback)
         ckpt = run_stage(spec, run.weights, run.metrics, run.device, run.callback, run.resume, run.interrupt("seg"))
         run.times["seg"] = time.perf_counter() - t0
         return restore(ckpt, run.device), size
@@ -205,11 +214,38 @@ def _classifier(run: _Run, class_names: list[str], segmenter: torch.nn.Module | 
         va.images, va_masks, labels_of(va.samples, class_names),
         class_weights(run.arrays.splits["train"], class_names), cfg.seed, run.device, cfg.data.num_workers,
     )  # fmt: skip
+    init = run.cls_init
+    if init is not None and not (run.resume and (run.weights / "cls_last.pt").is_file()):
+        if init.class_names is not None and init.class_names != class_names:
+            # Same number of classes in another meaning is still another head: start it fresh.
+            init.state = {k: v for k, v in init.state.items() if not k.startswith("fc.")}
+        run.init_reports["cls_init_weights"] = _report_init(load_into(spec.model, init, "cls"), "cls", run.callback)
     ckpt = run_stage(spec, run.weights, run.metrics, run.device, run.callback, run.resume, run.interrupt("cls"))
     run.times["cls"] = time.perf_counter() - t0
     classifier = restore(ckpt, run.device)
     test = run.arrays("test", size)
     return classification_test(classifier, cfg, test, lambda: fill_missing_masks(test, segmenter, seg_size, "test"), class_names, run.run_dir)
+
+
+def _resolve_cls_input(cfg: TrainConfig, stage: str) -> tuple[TrainConfig, InitWeights | None]:
+    """Read ``cls.weights`` (when the classifier is trained) and fix ``cls.input_norm`` to a value.
+
+    ``auto`` becomes what the starting weights expect, so the run's config.yaml and checkpoints
+    name the normalisation itself and everything that rebuilds the model from them applies it.
+    """
+    if cfg.cls.pretrained and cfg.cls.weights:
+        raise WeightsError("cls.pretrained and cls.weights both ask for starting weights; choose one")
+    if cfg.seg.pretrained and cfg.seg.weights:
+        raise WeightsError("seg.pretrained and seg.weights both ask for starting weights; choose one")
+    init = read_weights(cfg.cls.weights, "cls") if cfg.cls.weights and stage in ("all", "cls") else None
+    norm = resolve_input_norm(cfg.cls, input_norm_of(init) if init is not None else None)
+    return replace(cfg, cls=replace(cfg.cls, input_norm=norm)), init
+
+
+def _report_init(init: InitWeights, kind: str, callback: TrainCallback) -> dict[str, Any]:
+    fresh = f"; kept fresh: {', '.join(init.kept_fresh)}" if init.kept_fresh else ""
+    callback.message(f"{kind}: starting from {init.path} ({init.source}, sha256 {init.sha256[:12]}){fresh}")
+    return init.summary()
 
 
 __all__ = ["STAGES", "TrainResult", "train"]
