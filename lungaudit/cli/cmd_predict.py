@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.table import Table
+from rich.text import Text
 
 from lungaudit.cli.app import app
 from lungaudit.cli.common import console, err_console, fail, say, table
@@ -30,10 +32,10 @@ def print_predictions(result: Any) -> None:
     rows = []
     for p in result.predictions:
         r = p.row
-        masked = r.pred_masked + (" (flip)" if r.flip else "")
-        rows.append([r.key, r.pred, _pct(r.prob_pred), masked, _pct(r.e_in), _pct(r.e_out), r.region or "—",
-                     p.verdict, "yes" if r.flagged else "no", ", ".join(r.reasons) or "—"])  # fmt: skip
-    console.print(table("Predictions", ["image", "class", "p", "lungs only", "E_in", "E_out", "outside region", "verdict", "flagged", "reasons"], rows))
+        verdict = p.verdict + (f" ({r.region})" if r.region and p.verdict == "out-of-lung" else "")
+        rows.append([r.key, f"{r.pred} {_pct(r.prob_pred)}", r.pred_masked + (" (flip)" if r.flip else ""),
+                     _pct(r.e_in), _pct(r.e_out), verdict, ", ".join(r.reasons) if r.flagged else "—"])  # fmt: skip
+    console.print(table("Predictions", ["image", "prediction", "lungs only", "E_in", "E_out", "evidence", "flagged"], rows))
     names = result.class_names
     probs = [[p.row.key, *[p.row.probs.get(c) for c in names]] for p in result.predictions]
     console.print(table("Class probabilities", ["image", *names], probs))
@@ -45,7 +47,11 @@ def print_predictions(result: Any) -> None:
 def print_problems(problems: list[Any], to_stderr: bool) -> None:
     if not problems:
         return
-    t = table(f"Could not predict ({len(problems)})", ["file", "reason"], [[str(p.path), p.reason] for p in problems])
+    t = Table(title=f"Could not predict ({len(problems)})", title_justify="left")
+    t.add_column("file", overflow="fold")
+    t.add_column("reason", overflow="fold")
+    for p in problems:
+        t.add_row(Text(str(p.path)), Text(p.reason))  # plain text: paths and reasons are not markup
     (err_console if to_stderr else console).print(t)
 
 

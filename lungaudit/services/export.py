@@ -219,10 +219,12 @@ def _read_parity_images(paths: Sequence[str | Path], max_pixels: int | None) -> 
 
 
 def _input_norm(models: TrainedModels) -> str:
-    norm = getattr(models.cls_cfg, "input_norm", None)  # a key newer runs may carry
-    if norm in (None, "none", "auto"):
+    """What the classifier does to its input before the first layer (read off the model, not the config)."""
+    norm = getattr(models.classifier, "input_norm", None)  # classification.model.attach_input_norm's module
+    if norm is None or getattr(norm, "name", "none") == "none":
         return "none: feed the [0, 1] values as they are"
-    return f"{norm}, applied inside the exported model: feed the [0, 1] values as they are"
+    return (f"{norm.name} ((x - {float(norm.mean):.4f}) / {float(norm.std):.4f}), applied inside the exported "
+            "model: feed the [0, 1] values as they are")
 
 
 def _model_entry(kind: str, size: int, files: dict[str, Path], ckpt: Path, outputs: dict[str, Any], norm: str) -> dict[str, Any]:

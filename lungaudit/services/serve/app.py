@@ -37,7 +37,6 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect
 
 from lungaudit import __version__
@@ -144,7 +143,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     _add_error_handlers(app)
     _add_pages(app)
     _add_api(app, state)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
+    app.add_middleware(HostGuard, allowed=settings.allowed_hosts)
     app.add_middleware(SecurityHeaders)
     return app
 
@@ -169,6 +168,27 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class HostGuard:
+    """Pure ASGI middleware: refuse (400, JSON) a Host header outside ``allowed`` (``"*"`` allows any).
+
+    A page on another site can make a browser send requests to 127.0.0.1 under its own name (DNS
+    rebinding); checking the Host header keeps the app answering only to the names it listens on.
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]], allowed: tuple[str, ...]) -> None:
+        self.app, self.allowed = app, tuple(allowed)
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] in ("http", "websocket") and "*" not in self.allowed:
+            raw = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1")
+            host = raw.rsplit("]", 1)[0] + "]" if raw.startswith("[") else raw.split(":")[0]
+            if host not in self.allowed:
+                message = f"host {raw!r} is not served here; this server answers to {', '.join(self.allowed)} (see --host)"
+                await _error(400, message)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _error(status: int, message: str) -> JSONResponse:
