@@ -51,7 +51,8 @@ class ExportError(ValueError):
 
 
 class _Called(nn.Module):
-    """``forward(x) = model(x)``: tracing through ``__call__`` keeps the model's own hooks in the graph."""
+    """``forward(x) = model(x)``: the traced graph runs the model through its own ``__call__``, so its
+    hooks are in it however an exporter treats the hooks of the top-level module it is handed."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -149,7 +150,9 @@ def onnx_runner(data: bytes) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def torchscript_runner(data: bytes) -> Callable[[np.ndarray], np.ndarray]:
-    module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated in torch >= 2.9
+        module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
