@@ -74,8 +74,9 @@ def _check_format(formats: Sequence[str]) -> list[str]:
     bad = [f for f in chosen if f not in FORMATS]
     if not chosen or bad:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {', '.join(bad) or 'none'}")
-    if "onnx" in chosen and importlib.util.find_spec("onnxruntime") is None:
-        raise ExportError("ONNX export checks parity with onnxruntime, which is not installed: pip install 'lungaudit[export]'")
+    missing = [m for m in ("onnx", "onnxruntime") if "onnx" in chosen and importlib.util.find_spec(m) is None]
+    if missing:
+        raise ExportError(f"ONNX export (parity checked with onnxruntime) needs {' and '.join(missing)}: pip install 'lungaudit[export]'")
     return chosen
 
 

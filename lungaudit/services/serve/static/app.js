@@ -116,6 +116,7 @@ function renderPrediction(p) {
     const th = document.createElement("th");
     th.textContent = name;
     const bar = document.createElement("td");
+    bar.className = "bar";
     const fill = document.createElement("meter");
     fill.min = 0; fill.max = 1; fill.value = value;
     fill.title = pct(value);
