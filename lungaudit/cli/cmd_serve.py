@@ -30,10 +30,10 @@ def serve(
 
     if not is_loopback(host):
         err_console.print(f"warning: listening on {host}: anyone who can reach this machine can use the app", markup=False)
-    say("lungaudit serve: open [bold]http://{}:{}/[/] (Ctrl-C stops)", host if ":" not in host else f"[{host}]", port)
     try:
         la.serve(run, host=host, port=port, project=project, overrides=list(set_ or []), device=device,
-                 max_upload_mb=max_upload_mb, max_batch=max_batch, max_wait_ms=max_wait_ms, log_level=log_level)  # fmt: skip
+                 max_upload_mb=max_upload_mb, max_batch=max_batch, max_wait_ms=max_wait_ms, log_level=log_level,
+                 on_ready=lambda url: say("lungaudit serve: open [bold]{}/[/] (Ctrl-C stops)", url))  # fmt: skip
     except (ValueError, OSError) as e:  # a bad run/config, or the port is taken
         fail(str(e))
 

@@ -99,6 +99,9 @@ class Predictor:
         run_dir = Path(run_dir)
         dev = resolve_device(device)
         models = load_run(run_dir, dev)
+        if models.segmenter is None:  # a single image comes without a lung mask: the run's U-Net makes it
+            raise ValueError(f"{run_dir} has no lung segmenter (weights/seg_best.pt); predict and serve need one "
+                             "to find the lungs (train with --stage all, or --seg-from a run that has one)")  # fmt: skip
         settings = StepSettings.resolve(cfg.audit, models)
         spec = DecodeSpec(settings.size, False, cfg.audit.marker_side, cfg.data.max_pixels)
         shown = tuple(m for m in methods if m in CAM_METHODS)

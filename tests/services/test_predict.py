@@ -118,3 +118,10 @@ def test_cli_bad_files_exit_codes(tiny_run, test_images, tmp_path):
 
     out = runner.invoke(app, [*base, str(test_images[0]), "--json", "--csv"])
     assert out.exit_code == 2
+
+
+def test_a_run_without_a_segmenter_is_refused_up_front(tiny_run, test_images, tmp_path):
+    shutil.copytree(tiny_run.run_dir / "weights", tmp_path / "run" / "weights")
+    (tmp_path / "run" / "weights" / "seg_best.pt").unlink()
+    with pytest.raises(ValueError, match="no lung segmenter"):
+        la.predict(test_images[0], run=tmp_path / "run", device="cpu")

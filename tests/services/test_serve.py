@@ -196,3 +196,20 @@ def test_an_internal_failure_is_a_plain_500(client, predictor, uploads, monkeypa
     r = _post(client, "a.png", uploads["png0"].read_bytes())
     assert r.status_code == 500 and r.json() == {"error": "internal error; the server log has the details"}
     assert "simulated" not in r.text
+
+
+def test_cli_refuses_a_taken_port_with_a_message(tiny_run):
+    from typer.testing import CliRunner
+
+    import lungaudit.cli.cmd_serve  # noqa: F401  (registers the command)
+    from lungaudit.cli.app import app
+    from lungaudit.services.serve.server import bind
+
+    taken = bind("127.0.0.1", 0)
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        out = CliRunner().invoke(app, ["serve", "--run", str(tiny_run.run_dir), "--port", str(port), "--device", "cpu"])
+    finally:
+        taken.close()
+    assert out.exit_code == 2 and "cannot listen on 127.0.0.1" in " ".join(out.output.split())

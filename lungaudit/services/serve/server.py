@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, Callable
 
 import uvicorn
 
@@ -26,9 +26,37 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def run_server(app: Any, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Serve ``app`` until interrupted (Ctrl-C); uvicorn handles the signals and the app's lifespan."""
-    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False, access_log=log_level == "debug")
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on ``host:port`` (port 0: a free one); OSError says why not."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as e:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+def run_server(app: Any, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve ``app`` until interrupted (Ctrl-C); uvicorn handles the signals and the app's lifespan.
+
+    The socket is bound here first, so a taken port is an ``OSError`` with the reason (not a log line
+    and an exit from inside uvicorn), and ``on_ready`` gets the real URL (port 0 picks a free one).
+    """
+    sock = bind(host, port)
+    if on_ready is not None:
+        on_ready(url_of(sock))
+    config = uvicorn.Config(app, log_level=log_level, server_header=False, access_log=log_level == "debug", lifespan="on")
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 class BackgroundServer:
@@ -38,11 +66,8 @@ class BackgroundServer:
     """
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning", start_timeout_s: float = 60.0) -> None:
-        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        bound_host, bound_port = self.sock.getsockname()[:2]
-        self.url = f"http://{'[' + bound_host + ']' if ':' in bound_host else bound_host}:{bound_port}"
+        self.sock = bind(host, port)
+        self.url = url_of(self.sock)
         config = uvicorn.Config(app, log_level=log_level, server_header=False, access_log=False, lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True, name="lungaudit-serve")
@@ -68,4 +93,4 @@ class BackgroundServer:
         self.stop()
 
 
-__all__ = ["BackgroundServer", "is_loopback", "run_server"]
+__all__ = ["BackgroundServer", "bind", "is_loopback", "run_server", "url_of"]
