@@ -290,6 +290,7 @@ def serve(
     max_batch: int = 16,
     max_wait_ms: float = 5.0,
     log_level: str = "info",
+    methods: Sequence[str] | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve the local web app and JSON API for a run until interrupted (blocks).
@@ -297,14 +298,15 @@ def serve(
     Binds 127.0.0.1 unless ``host`` says otherwise; a non-loopback ``host`` also lifts the Host-header
     check. ``POST /predict`` takes a multipart upload (field ``file``); concurrent uploads are
     micro-batched onto the device (up to ``max_batch``, waiting at most ``max_wait_ms`` for company).
-    ``on_ready(url)`` is called once the port is bound. Raises ``ValueError`` for a bad run or config
+    ``methods``: explanation maps shown beside the audited heatmap (default: whichever of Grad-CAM and
+    guided Grad-CAM are registered). ``on_ready(url)`` is called once the port is bound. Raises ``ValueError`` for a bad run or config
     and ``OSError`` when the address cannot be listened on.
     """
     from lungaudit.services.predict import Predictor
     from lungaudit.services.serve import LOOPBACK_HOSTS, ServeSettings, create_app, is_loopback, run_server
 
     run_dir = _run_folder(run, project)
-    predictor = Predictor.load(run_dir, _run_config(run_dir, overrides), device=device)
+    predictor = Predictor.load(run_dir, _run_config(run_dir, overrides), device=device, methods=methods)
     settings = ServeSettings(max_upload_mb=max_upload_mb, max_batch=max_batch, max_wait_ms=max_wait_ms,
                              allowed_hosts=LOOPBACK_HOSTS if is_loopback(host) else ("*",))  # fmt: skip
     run_server(create_app(predictor, settings), host=host, port=port, log_level=log_level, on_ready=on_ready)

@@ -23,6 +23,7 @@ def serve(
     project: Path = typer.Option(Path("runs"), "--project", help="Parent folder of train/."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: critical | error | warning | info | debug"),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma list of explanation maps to show (default: gradcam,guided_gradcam where registered)."),
 ) -> None:
     """Serve a local web page and JSON API: upload a radiograph, see its audited prediction."""
     import lungaudit as la
@@ -33,7 +34,7 @@ def serve(
     try:
         la.serve(run, host=host, port=port, project=project, overrides=list(set_ or []), device=device,
                  max_upload_mb=max_upload_mb, max_batch=max_batch, max_wait_ms=max_wait_ms, log_level=log_level,
-                 on_ready=lambda url: say("lungaudit serve: open [bold]{}/[/] (Ctrl-C stops)", url))  # fmt: skip
+                 methods=[m.strip() for m in methods.split(",") if m.strip()] if methods else None, on_ready=lambda url: say("lungaudit serve: open [bold]{}/[/] (Ctrl-C stops)", url))  # fmt: skip
     except (ValueError, OSError) as e:  # a bad run/config, or the port is taken
         fail(str(e))
 

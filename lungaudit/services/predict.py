@@ -94,8 +94,12 @@ class Predictor:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def load(cls, run_dir: str | Path, cfg: TrainConfig, device: str = "auto", methods: Sequence[str] = DISPLAY_METHODS) -> Predictor:
-        """Load the run's models on ``device`` with ``cfg`` (the run's config); raises ValueError naming the problem."""
+    def load(cls, run_dir: str | Path, cfg: TrainConfig, device: str = "auto", methods: Sequence[str] | None = None) -> Predictor:
+        """Load the run's models on ``device`` with ``cfg`` (the run's config); raises ValueError naming the problem.
+
+        ``methods``: explanation maps to draw beside the audited one; None shows whichever of
+        :data:`DISPLAY_METHODS` the registry has, an explicit name the registry lacks is an error.
+        """
         run_dir = Path(run_dir)
         dev = resolve_device(device)
         models = load_run(run_dir, dev)
@@ -104,7 +108,7 @@ class Predictor:
                              "to find the lungs (train with --stage all, or --seg-from a run that has one)")  # fmt: skip
         settings = StepSettings.resolve(cfg.audit, models)
         spec = DecodeSpec(settings.size, False, cfg.audit.marker_side, cfg.data.max_pixels)
-        shown = tuple(m for m in methods if m in CAM_METHODS)
+        shown = display_methods(methods)
         return cls(models, settings, spec, cfg, run_dir, dev, shown, _run_splits(run_dir))
 
     @property
@@ -159,6 +163,16 @@ class Predictor:
             "methods": {"audit": self.settings.cam, "display": list(self.methods)},
             "max_megapixels": self.cfg.data.max_megapixels, "device": str(self.device),
         }  # fmt: skip
+
+
+def display_methods(methods: Sequence[str] | None) -> tuple[str, ...]:
+    """The explanation methods to draw: registered defaults for None, else exactly ``methods`` (checked)."""
+    if methods is None:
+        return tuple(m for m in DISPLAY_METHODS if m in CAM_METHODS)
+    unknown = [m for m in methods if m not in CAM_METHODS]
+    if unknown:
+        raise ValueError(f"unknown explanation method(s) {', '.join(unknown)}; registered: {', '.join(CAM_METHODS.names())}")
+    return tuple(dict.fromkeys(methods))
 
 
 def _run_splits(run_dir: Path) -> dict[str, str]:
@@ -257,5 +271,5 @@ def _with_overlay(p: Prediction, maps: Maps | None, folder: Path, index: int) ->
 
 __all__ = [
     "DISPLAY_METHODS", "VERDICTS", "Maps", "PredictResult", "Prediction", "Predictor", "collect_images",
-    "energy_verdict", "predict_csv_columns", "predict_files",
+    "display_methods", "energy_verdict", "predict_csv_columns", "predict_files",
 ]

@@ -213,3 +213,23 @@ def test_cli_refuses_a_taken_port_with_a_message(tiny_run):
     finally:
         taken.close()
     assert out.exit_code == 2 and "cannot listen on 127.0.0.1" in " ".join(out.output.split())
+
+
+def test_registered_display_methods_light_up(tiny_run, test_images, monkeypatch):
+    """Guided Grad-CAM arrives in the registry from the explanation toolbox; the page shows it then."""
+    from lungaudit.config import load_config
+    from lungaudit.data.records import Sample
+    from lungaudit.explain.cam import CAM_METHODS, GradCAMPlusPlus
+    from lungaudit.services.predict import Predictor
+    from lungaudit.services.serve.app import ServeState, render_pictures
+
+    monkeypatch.setitem(CAM_METHODS._items, "guided_gradcam", GradCAMPlusPlus)  # a stand-in under that name
+    pred = Predictor.load(tiny_run.run_dir, load_config(tiny_run.run_dir / "config.yaml"), device="cpu")
+    assert pred.methods == ("gradcam", "guided_gradcam")
+    (p, maps), = pred.run([pred.decode(test_images[0])], [Sample(test_images[0])], ["x"], maps=True)
+    assert maps.methods["guided_gradcam"].shape == (64, 64) and (maps.methods["guided_gradcam"] >= 0).all()
+    state = ServeState(pred, None, None, {})  # type: ignore[arg-type]  (render_pictures reads the predictor only)
+    labels = [pic["label"] for pic in render_pictures(state, p, maps)]
+    assert labels == ["Lung outline", "Grad-CAM (audited)", "Guided Grad-CAM"]
+    with pytest.raises(ValueError, match="unknown explanation method"):
+        Predictor.load(tiny_run.run_dir, load_config(tiny_run.run_dir / "config.yaml"), device="cpu", methods=["nope"])
