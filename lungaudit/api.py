@@ -224,11 +224,15 @@ def gate(
 ) -> GateResult:
     """Pass/fail release gate on an audit: ``policy`` (a YAML path or ``GatePolicy``) plus keyword limits.
 
-    Keyword limits: ``max_flag_rate``, ``min_mean_in_lung``, ``min_accuracy``, ``max_flip_rate``.
-    ``result.passed`` is the verdict; ``gate.json`` and the JUnit XML are written beside the audit.
+    Keyword limits: ``max_flag_rate``, ``min_mean_in_lung``, ``min_accuracy``, ``max_flip_rate``. With
+    neither, the packaged default policy applies. ``result.passed`` is the verdict; ``gate.json`` and
+    the JUnit XML are written beside the audit.
     """
+    from lungaudit.config import packaged_config
     from lungaudit.report.gate import GatePolicy, load_policy, policy_from_dict, run_gate
 
+    if policy is None and not limits:
+        policy = packaged_config("gate.yaml")
     pol = load_policy(policy) if isinstance(policy, (str, Path)) else (policy or GatePolicy())
     pol = pol.merged(policy_from_dict(limits, "keyword arguments")) if limits else pol
     return run_gate(audit_dir, pol, junit=junit)

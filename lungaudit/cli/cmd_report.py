@@ -14,6 +14,7 @@ from rich.table import Table
 
 from lungaudit.cli.app import app
 from lungaudit.cli.common import console, fail
+from lungaudit.config import packaged_config
 from lungaudit.report.auditdir import AuditDirError
 from lungaudit.report.compare import CompareError, compare_audits
 from lungaudit.report.gate import GateError, GatePolicy, load_policy, parse_class_limit, policy_from_dict, run_gate
@@ -42,7 +43,9 @@ def report_cmd(
 @app.command("gate")
 def gate_cmd(
     audit_dir: Path = typer.Argument(..., help="Audit folder written by `lungaudit audit`."),
-    policy: Optional[Path] = typer.Option(None, "--policy", help="YAML gate policy, e.g. configs/gate.yaml."),
+    policy: Optional[Path] = typer.Option(
+        None, "--policy", help="YAML gate policy (default: the packaged policy, unless --max-*/--min-* limits are given; `lungaudit config --dump gate.yaml --policy` writes it for editing)."
+    ),
     max_flag_rate: Optional[float] = typer.Option(None, "--max-flag-rate", help="Fail if the overall flag rate is above F."),
     min_mean_in_lung: Optional[float] = typer.Option(None, "--min-mean-in-lung", help="Fail if mean E_in is below F."),
     min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="Fail if accuracy is below F (fails on unlabeled audits)."),
@@ -54,7 +57,8 @@ def gate_cmd(
 ) -> None:
     """Pass/fail release gate on an audit: exit 0 all pass, 1 any condition fails, 2 malformed input."""
     try:
-        pol = load_policy(policy) if policy is not None else GatePolicy()
+        given = any(v is not None for v in (max_flag_rate, min_mean_in_lung, min_accuracy, max_flip_rate)) or class_max_flag_rate
+        pol = load_policy(policy if policy is not None else packaged_config("gate.yaml")) if policy or not given else GatePolicy()
         flags = {
             "max_flag_rate": max_flag_rate, "min_mean_in_lung": min_mean_in_lung,
             "min_accuracy": min_accuracy, "max_flip_rate": max_flip_rate,

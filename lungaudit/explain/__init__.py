@@ -1,4 +1,6 @@
-"""Explain: heatmaps from one registry of methods (Grad-CAM by default).
+"""Explain: one registry of explanation methods (CAMs, input gradients, perturbations), their sanity
+checks (Adebayo et al., :mod:`.sanity`) and feature-space views (:mod:`.features`); Grad-CAM is the
+audit's default.
 
 The names below load on first use (PEP 562), so ``import lungaudit`` does not pay for torch.
 """
@@ -7,7 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-_EXPORTS = ("CAM_METHODS", "CAM_SCORES", "CamMethod", "CamResult", "compute_cam", "normalize_per_image")
+_EXPORTS = (
+    "CAM_METHODS",
+    "CAM_SCORES",
+    "CamResult",
+    "ExplainMethod",
+    "GradientCam",
+    "MethodInfo",
+    "compute_cam",
+    "method_info",
+    "normalize_per_image",
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -94,7 +94,6 @@ def test_unavailable_value_fails(make_audit):
         (["--class-max-flag-rate", "Pneumothorax=0.2"], "unknown class"),
         (["--class-max-flag-rate", "COVID"], "CLASS=VALUE"),
         (["--max-flag-rate", "1.5"], "outside"),
-        ([], "no gate conditions"),
     ],
 )
 def test_bad_input_exit_2(make_audit, args, match):
@@ -130,3 +129,15 @@ def test_evaluate_gate_pure(make_audit):
     with pytest.raises(GateError, match="unknown source"):
         evaluate_gate(s, GatePolicy(per_source={"nowhere": {"max_flag_rate": 0.1}}))
     assert policy_from_dict({"max_flag_rate": None}).is_empty()
+
+
+def test_bare_gate_applies_the_packaged_policy(make_audit, tmp_path):
+    d = make_audit()
+    res = gate(d)
+    assert res.exit_code in (0, 1), res.output
+    names = {c["name"] for c in json.loads((d / "gate.json").read_text())["conditions"]}
+    assert names == {"max_flag_rate", "min_mean_in_lung", "min_accuracy", "max_flip_rate"}
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("max_flag_rate: null\n")
+    res = gate(d, "--policy", empty)
+    assert res.exit_code == 2 and "no gate conditions" in res.output
