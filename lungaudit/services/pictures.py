@@ -47,9 +47,18 @@ def outline_picture(image: np.ndarray, lungs: np.ndarray, box: Box | None, side:
     return out
 
 
-def heat_picture(image: np.ndarray, lungs: np.ndarray, heat: np.ndarray, box: Box | None, side: int = OVERLAY_SIDE) -> np.ndarray:
-    """The audit's overlay of ``heat`` (scaled to its own maximum) without the text banner, (side, side, 3)."""
+def heat_picture(
+    image: np.ndarray, lungs: np.ndarray, heat: np.ndarray, box: Box | None, side: int = OVERLAY_SIDE, robust: bool = False
+) -> np.ndarray:
+    """The audit's overlay of ``heat`` without the text banner, (side, side, 3) BGR uint8.
+
+    The map is scaled to its maximum, or with ``robust`` to its 99.5th percentile: pixel-level maps
+    (guided Grad-CAM) are a few needles on a faint field, and the needles alone would set the scale.
+    """
     heat = np.nan_to_num(np.asarray(heat, np.float32), nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
+    if robust and heat.max() > 0:
+        top = float(np.percentile(heat, 99.5)) or float(heat.max())
+        heat = np.clip(heat / top, 0.0, 1.0)
     return render_overlay(image, lungs, heat, box, [], side=side)[:side]
 
 

@@ -342,7 +342,7 @@ def render_pictures(state: ServeState, pred: Prediction, maps: Maps) -> list[dic
     audited = state.predictor.settings.cam
     shown = [("outline", method_label("outline"), outline_picture(maps.image, maps.lungs, box)),
              (audited, method_label(audited, audited=True), heat_picture(maps.image, maps.lungs, maps.heat, box))]  # fmt: skip
-    shown += [(m, method_label(m), heat_picture(maps.image, maps.lungs, v, box)) for m, v in maps.methods.items() if m != audited]
+    shown += [(m, method_label(m), heat_picture(maps.image, maps.lungs, v, box, robust=True)) for m, v in maps.methods.items() if m != audited]
     return [{"name": n, "label": label, "src": png_data_url(pic)} for n, label, pic in shown]
 
 
