@@ -128,8 +128,9 @@ async def throughput(url: str, images: list[bytes], clients: int, seconds: float
         await asyncio.gather(*(worker(k) for k in range(clients)))
         elapsed = time.perf_counter() - t0
         after = (await client.get("/health")).json()["batching"]
-    batches = after["batches"] - before["batches"]
-    return {"clients": clients, "rps": done / elapsed, "requests": done, "mean_batch": (after["items"] - before["items"]) / max(1, batches)}
+    batches, items = after["batches"] - before["batches"], after["items"] - before["items"]
+    return {"clients": clients, "rps": done / elapsed, "requests": done, "mean_batch": items / max(1, batches),
+            "device_ms_per_image": 1000 * (after["busy_s"] - before["busy_s"]) / max(1, items)}  # fmt: skip
 
 
 def measure(run: Path, images: list[bytes], args: argparse.Namespace, max_batch: int, with_latency: bool) -> dict:
@@ -141,11 +142,11 @@ def measure(run: Path, images: list[bytes], args: argparse.Namespace, max_batch:
 
 
 def table(batched: dict, control: dict | None) -> str:
-    lines = ["| clients | requests/s | × 1 client | mean uploads per device pass |" + (" requests/s, --max-batch 1 |" if control else ""),
-             "|---:|---:|---:|---:|" + ("---:|" if control else "")]  # fmt: skip
+    lines = ["| clients | requests/s | × 1 client | uploads per device pass | device ms per upload |" + (" requests/s, --max-batch 1 |" if control else ""),
+             "|---:|---:|---:|---:|---:|" + ("---:|" if control else "")]  # fmt: skip
     base = batched["load"][0]["rps"]
     for k, row in enumerate(batched["load"]):
-        line = f"| {row['clients']} | {row['rps']:.1f} | {row['rps'] / base:.2f} | {row['mean_batch']:.1f} |"
+        line = f"| {row['clients']} | {row['rps']:.1f} | {row['rps'] / base:.2f} | {row['mean_batch']:.1f} | {row['device_ms_per_image']:.0f} |"
         lines.append(line + (f" {control['load'][k]['rps']:.1f} |" if control else ""))
     return "\n".join(lines)
 

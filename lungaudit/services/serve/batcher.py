@@ -29,17 +29,19 @@ class BatchStats:
     batches: int = 0
     items: int = 0
     largest: int = 0
+    busy_s: float = 0.0  # time spent in the handler (the device pass)
     sizes: dict[int, int] = field(default_factory=dict)  # batch size -> how many batches had it
 
-    def add(self, n: int) -> None:
+    def add(self, n: int, seconds: float) -> None:
         self.batches += 1
         self.items += n
+        self.busy_s += seconds
         self.largest = max(self.largest, n)
         self.sizes[n] = self.sizes.get(n, 0) + 1
 
     def to_dict(self) -> dict[str, Any]:
         mean = self.items / self.batches if self.batches else None
-        return {"batches": self.batches, "items": self.items, "largest": self.largest, "mean": mean,
+        return {"batches": self.batches, "items": self.items, "largest": self.largest, "mean": mean, "busy_s": self.busy_s,
                 "sizes": {str(k): v for k, v in sorted(self.sizes.items())}}  # fmt: skip
 
 
@@ -129,16 +131,18 @@ class MicroBatcher(Generic[T, R]):
             live = [(item, fut) for item, fut in batch if not fut.done()]  # a caller may have gone
             if not live:
                 continue
-            self.stats.add(len(live))
+            t0 = loop.time()
             try:
                 results = await loop.run_in_executor(self._executor, self.handler, [item for item, _ in live])
                 if len(results) != len(live):
                     raise RuntimeError(f"batch handler returned {len(results)} results for {len(live)} items")
             except Exception as e:  # handed to every waiting caller, who turns it into a response
+                self.stats.add(len(live), loop.time() - t0)
                 for _, fut in live:
                     if not fut.done():
                         fut.set_exception(e)
                 continue
+            self.stats.add(len(live), loop.time() - t0)
             for (_, fut), res in zip(live, results):
                 if not fut.done():
                     fut.set_result(res)
