@@ -125,3 +125,11 @@ def test_a_run_without_a_segmenter_is_refused_up_front(tiny_run, test_images, tm
     (tmp_path / "run" / "weights" / "seg_best.pt").unlink()
     with pytest.raises(ValueError, match="no lung segmenter"):
         la.predict(test_images[0], run=tmp_path / "run", device="cpu")
+
+
+@pytest.mark.parametrize("name", ["predict", "serve", "export"])
+def test_service_functions_are_public_and_documented(name):
+    import inspect
+
+    fn = getattr(la, name)
+    assert name in la.__all__ and inspect.isfunction(fn) and (fn.__doc__ or "").strip()
