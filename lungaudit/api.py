@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from lungaudit.report.gate import GatePolicy, GateResult
     from lungaudit.report.review import ReviewCounts
     from lungaudit.runs.restore import TrainedModels
+    from lungaudit.services.export import ExportResult
+    from lungaudit.services.predict import PredictResult
     from lungaudit.training.callbacks import TrainCallback
     from lungaudit.training.pipeline import TrainResult
 
@@ -250,6 +252,87 @@ def apply_review(decisions: str | Path, dataset: str | Path, out: str | Path, *,
     return _apply(decisions, dataset, out, layout=layout)
 
 
+def predict(
+    images: str | Path | Sequence[str | Path],
+    run: str | Path | None = None,
+    *,
+    project: str | Path = "runs",
+    overrides: Sequence[str] = (),
+    device: str = "auto",
+    overlays: str | Path | None = None,
+    batch_size: int | None = None,
+    num_workers: int = 0,
+    progress: Progress | None = None,
+) -> PredictResult:
+    """Predict single images (files or folders) with a run, each prediction audited as ``audit`` would.
+
+    Per image: the predicted class and all probabilities, the lung-masked prediction, E_in/E_out, the
+    dominant outside region, the flag and its reasons, and a verdict (``in-lung``, ``out-of-lung``,
+    ``no evidence``), as ``result.predictions[i].row`` (an ``AuditRow``) and ``.verdict``. The run
+    (default the latest under ``<project>/train``) is loaded once; its config gives the audit settings
+    and the pixel cap (``overrides``: ``key=value`` for ``audit.*`` or ``data.max_megapixels``).
+    ``overlays``: a folder for one overlay PNG per image. Files that cannot be read are listed in
+    ``result.problems`` with their reason, never raised; a bad run or config raises ``ValueError``.
+    """
+    from lungaudit.services.predict import Predictor, predict_files
+
+    run_dir = _run_folder(run, project)
+    predictor = Predictor.load(run_dir, _run_config(run_dir, overrides), device=device)
+    inputs = [images] if isinstance(images, (str, Path)) else list(images)
+    return predict_files(predictor, inputs, overlays=overlays, batch_size=batch_size, num_workers=num_workers, progress=progress)
+
+
+def serve(
+    run: str | Path | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    project: str | Path = "runs",
+    overrides: Sequence[str] = (),
+    device: str = "auto",
+    max_upload_mb: float = 32.0,
+    max_batch: int = 16,
+    max_wait_ms: float = 5.0,
+    log_level: str = "info",
+    methods: Sequence[str] | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the local web app and JSON API for a run until interrupted (blocks).
+
+    Binds 127.0.0.1 unless ``host`` says otherwise; a non-loopback ``host`` also lifts the Host-header
+    check. ``POST /predict`` takes a multipart upload (field ``file``); concurrent uploads are
+    micro-batched onto the device (up to ``max_batch``, waiting at most ``max_wait_ms`` for company).
+    ``methods``: explanation maps shown beside the audited heatmap (default: whichever of Grad-CAM and
+    guided Grad-CAM are registered). ``on_ready(url)`` is called once the port is bound. Raises ``ValueError`` for a bad run or config
+    and ``OSError`` when the address cannot be listened on.
+    """
+    from lungaudit.services.predict import Predictor
+    from lungaudit.services.serve import LOOPBACK_HOSTS, ServeSettings, create_app, is_loopback, run_server
+
+    run_dir = _run_folder(run, project)
+    predictor = Predictor.load(run_dir, _run_config(run_dir, overrides), device=device, methods=methods)
+    settings = ServeSettings(max_upload_mb=max_upload_mb, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                             allowed_hosts=LOOPBACK_HOSTS if is_loopback(host) else ("*",))  # fmt: skip
+    run_server(create_app(predictor, settings), host=host, port=port, log_level=log_level, on_ready=on_ready)
+
+
+def export(
+    run: str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    formats: Sequence[str] = ("onnx",),
+    project: str | Path = "runs",
+    parity_images: Sequence[str | Path] = (),
+) -> ExportResult:
+    """Export the run's segmenter and classifier (``onnx`` and/or ``torchscript``) into ``out``
+    (default ``<run>/export``), with ``contract.json`` beside them; refused unless the exported models
+    reproduce the run's outputs (random, radiograph-shaped and the ``parity_images``)."""
+    from lungaudit.services.export import export_run
+
+    run_dir = _run_folder(run, project)
+    return export_run(run_dir, out, formats, parity_images=parity_images, max_pixels=_run_config(run_dir, ()).data.max_pixels)
+
+
 @dataclass
 class DemoResult:
     data: Path
@@ -288,6 +371,6 @@ def demo(
 
 
 __all__ = [
-    "DemoResult", "apply_review", "audit", "compare", "demo", "gate", "inspect", "load_config", "load_dataset",
-    "load_run", "report", "synth", "train",
+    "DemoResult", "apply_review", "audit", "compare", "demo", "export", "gate", "inspect", "load_config", "load_dataset",
+    "load_run", "predict", "report", "serve", "synth", "train",
 ]

@@ -41,35 +41,56 @@ class AuditImages(TorchDataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        s, size = self.samples[i], self.spec.size
-        item: dict[str, Any] = {
-            "index": i,
-            "image": torch.zeros(1, size, size),
-            "mask": torch.zeros(1, size, size),
-            "has_mask": False,
-            "boxes": torch.full((MAX_BOXES, 4), -1, dtype=torch.int64),
-            "error": "",
-        }
+        s = self.samples[i]
         try:
             image = read_image(s.path, max_pixels=self.spec.max_pixels)
         except ImageReadError as e:
-            item["error"] = e.reason
-            return item
+            return {**empty_item(self.spec.size), "index": i, "error": e.reason}
         full_mask = None
         if self.spec.use_given_masks and s.mask_path is not None:
             try:
                 full_mask = read_mask(s.mask_path, image.shape[:2], max_pixels=self.spec.max_pixels)
             except ImageReadError:
                 full_mask = None  # the U-Net predicts it; load_dataset already reported the mask
-        boxes = markers_at_working_resolution(image, full_mask, self.spec.marker_side, (size, size))[:MAX_BOXES]
-        if boxes:
-            item["boxes"][: len(boxes)] = torch.tensor(boxes)
-        item["image"] = torch.from_numpy(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA))[None]
-        if full_mask is not None:
-            small = cv2.resize(full_mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
-            item["mask"] = torch.from_numpy(small.astype(np.float32))[None]
-            item["has_mask"] = True
-        return item
+        return {**prepare_decoded(image, full_mask, self.spec), "index": i}
+
+
+def empty_item(size: int) -> dict[str, Any]:
+    """A placeholder item (zeros, no mask, no boxes, no error) for an image that could not be decoded."""
+    return {
+        "image": torch.zeros(1, size, size),
+        "mask": torch.zeros(1, size, size),
+        "has_mask": False,
+        "boxes": torch.full((MAX_BOXES, 4), -1, dtype=torch.int64),
+        "error": "",
+    }
+
+
+def prepare_decoded(image: np.ndarray, full_mask: np.ndarray | None, spec: DecodeSpec) -> dict[str, Any]:
+    """One decoded image as the audit step reads it: markers searched, image and mask resized.
+
+    The audit's workers, ``predict`` and ``serve`` all go through here, so an image is prepared the
+    same way whichever door it came in by.
+
+    Args:
+        image: (H, W) float32 in [0, 1] from :func:`~lungaudit.data.imageio.read_image`.
+        full_mask: (H, W) bool lung mask at the image's size, or None (the run's U-Net predicts it).
+
+    Returns:
+        an :class:`AuditImages` item without ``index``: ``image`` (1, S, S), ``mask`` (1, S, S),
+        ``has_mask``, ``boxes`` (MAX_BOXES, 4) and ``error`` "".
+    """
+    size = spec.size
+    item = empty_item(size)
+    boxes = markers_at_working_resolution(image, full_mask, spec.marker_side, (size, size))[:MAX_BOXES]
+    if boxes:
+        item["boxes"][: len(boxes)] = torch.tensor(boxes)
+    item["image"] = torch.from_numpy(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA))[None]
+    if full_mask is not None:
+        small = cv2.resize(full_mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+        item["mask"] = torch.from_numpy(small.astype(np.float32))[None]
+        item["has_mask"] = True
+    return item
 
 
 def audit_loader(samples: Sequence[Sample], spec: DecodeSpec, batch_size: int, num_workers: int, pin: bool) -> DataLoader:

@@ -20,16 +20,17 @@ import torch
 
 from lungaudit import __version__
 from lungaudit.audit.aggregate import aggregate_rows, write_mean_outside
-from lungaudit.audit.loader import DecodeSpec, audit_loader, valid_boxes
+from lungaudit.audit.batch import TENSOR_KEYS, audit_batch
+from lungaudit.audit.loader import DecodeSpec, audit_loader
 from lungaudit.audit.overlay import overlay_lines, overlay_name, render_overlay, write_overlay
 from lungaudit.audit.rows import step_rows
 from lungaudit.audit.schema import SCHEMA_VERSION, AuditRow, Summary
-from lungaudit.audit.step import StepResult, StepSettings, audit_step, outside_unit_maps
+from lungaudit.audit.step import StepResult, StepSettings, outside_unit_maps
 from lungaudit.audit.store import AuditStore
 from lungaudit.config import AuditConfig, to_dict
 from lungaudit.data.fingerprint import content_fingerprint, listing_fingerprint
 from lungaudit.data.records import Dataset, Problem, Sample
-from lungaudit.device import resolve_device, to_device
+from lungaudit.device import resolve_device
 from lungaudit.runs.restore import TrainedModels, load_run
 from lungaudit.runs.runinfo import RunInfoError, read_run_info, read_splits, sample_key, trained_on
 from lungaudit.utils import atomic_write_json, sha256_file
@@ -127,9 +128,7 @@ def _audit_samples(
         keep = torch.tensor(ok)
         samples = [todo[i] for i in batch["index"][keep].tolist()]
         if samples:
-            x = to_device(batch["image"][keep], dev)
-            result = audit_step(models, x, batch["mask"][keep].to(dev), batch["has_mask"][keep].to(dev),
-                                valid_boxes(batch["boxes"][keep]), s)  # fmt: skip
+            result = audit_batch(models, {k: batch[k][keep] for k in (*TENSOR_KEYS, "has_mask")}, s, dev)
             keys = [sample_key(smp.path, root) for smp in samples]
             rows = step_rows(result, samples, keys, models.class_names, [trained_on(smp, splits) for smp in samples])
             if cfg.overlays:

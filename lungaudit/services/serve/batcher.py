@@ -1,0 +1,151 @@
+"""A micro-batching queue: concurrent requests share one pass over the device.
+
+Requests decode their uploads in parallel threads, then :meth:`MicroBatcher.submit` the prepared
+items. One worker coroutine takes the first waiting item, gathers more for at most ``max_wait_ms``
+(only while other requests are still decoding, see :meth:`MicroBatcher.incoming`, so a lone request
+never waits for company that is not coming) up to ``max_batch``, and runs the handler on the whole
+batch in a single device thread. While a batch runs, new requests queue up and form the next one, so
+the batch size -- and the throughput -- grows with the load by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    items: int = 0
+    largest: int = 0
+    busy_s: float = 0.0  # time spent in the handler (the device pass)
+    sizes: dict[int, int] = field(default_factory=dict)  # batch size -> how many batches had it
+
+    def add(self, n: int, seconds: float) -> None:
+        self.batches += 1
+        self.items += n
+        self.busy_s += seconds
+        self.largest = max(self.largest, n)
+        self.sizes[n] = self.sizes.get(n, 0) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        mean = self.items / self.batches if self.batches else None
+        return {"batches": self.batches, "items": self.items, "largest": self.largest, "mean": mean, "busy_s": self.busy_s,
+                "sizes": {str(k): v for k, v in sorted(self.sizes.items())}}  # fmt: skip
+
+
+class MicroBatcher(Generic[T, R]):
+    """``await submit(item)`` -> ``handler([... item ...])[i]``, batched across concurrent callers.
+
+    ``handler`` maps a list of items to a list of results of the same length, in order; it runs in
+    one dedicated thread, so it is never called concurrently with itself. If it raises, every caller
+    of that batch gets the exception.
+    """
+
+    def __init__(self, handler: Callable[[list[T]], Sequence[R]], max_batch: int = 16, max_wait_ms: float = 5.0) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be non-negative, got {max_wait_ms}")
+        self.handler, self.max_batch, self.max_wait = handler, max_batch, max_wait_ms / 1000.0
+        self.stats = BatchStats()
+        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._incoming = 0
+
+    async def start(self) -> None:
+        """Start the worker on the running event loop (the app's lifespan calls this)."""
+        self._queue = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lungaudit-device")
+        self._worker = asyncio.create_task(self._run(), name="lungaudit-batcher")
+
+    async def stop(self) -> None:
+        """Cancel the worker, fail what is still queued, release the device thread."""
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        while self._queue is not None and not self._queue.empty():
+            _, fut = self._queue.get_nowait()
+            if not fut.done():
+                fut.set_exception(RuntimeError("the server is shutting down"))
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self._worker = self._executor = None
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    @contextlib.contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Mark a request that will submit soon (it is decoding): the worker may wait for it."""
+        self._incoming += 1
+        try:
+            yield
+        finally:
+            self._incoming -= 1
+
+    async def submit(self, item: T) -> R:
+        if self._queue is None or self._worker is None:
+            raise RuntimeError("the batcher is not running (start() it in the app's lifespan)")
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        await self._queue.put((item, fut))
+        return await fut
+
+    async def _gather(self) -> list[tuple[T, asyncio.Future[R]]]:
+        """The first waiting item, plus whatever joins within ``max_wait`` (or is already queued)."""
+        assert self._queue is not None
+        batch = [await self._queue.get()]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait
+        while len(batch) < self.max_batch:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            left = deadline - loop.time()
+            if left <= 0 or self._incoming == 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), left))
+            except asyncio.TimeoutError:
+                break
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._gather()
+            live = [(item, fut) for item, fut in batch if not fut.done()]  # a caller may have gone
+            if not live:
+                continue
+            t0 = loop.time()
+            try:
+                results = await loop.run_in_executor(self._executor, self.handler, [item for item, _ in live])
+                if len(results) != len(live):
+                    raise RuntimeError(f"batch handler returned {len(results)} results for {len(live)} items")
+            except Exception as e:  # handed to every waiting caller, who turns it into a response
+                self.stats.add(len(live), loop.time() - t0)
+                for _, fut in live:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            self.stats.add(len(live), loop.time() - t0)
+            for (_, fut), res in zip(live, results):
+                if not fut.done():
+                    fut.set_result(res)
+
+
+__all__ = ["BatchStats", "MicroBatcher"]

@@ -1,0 +1,200 @@
+#!/usr/bin/env python
+"""Benchmark ``lungaudit serve``: single-image latency of POST /predict and requests/s under load.
+
+    python scripts/bench_serve.py --run runs/train/exp [--images DIR] [--record]
+
+Starts ``lungaudit serve`` for the run in a subprocess (a real uvicorn server on a free loopback
+port) and drives it over HTTP with httpx from this process:
+  * latency: one client, sequential uploads (decode -> lung mask -> classify -> CAM -> pictures),
+    p50/p95 of the wall time per request, with the server's own split of it;
+  * throughput: 1, 8 and 32 concurrent clients uploading for a fixed time each, requests/s and the
+    mean number of uploads that shared a device pass (from ``GET /health``);
+  * the control: the same load against a server with ``--max-batch 1``, so the gain is shown to come
+    from batching and not from concurrency alone.
+Images default to the run's own test split (the classifier's input side is the run's, 128 px by
+default). ``--record`` writes the table into BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(REPO)]  # this checkout's lungaudit, not an installed one
+from _bench_common import write_benchmark_section  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``lungaudit serve`` in a subprocess; ready once ``GET /health`` answers."""
+
+    def __init__(self, run: Path, max_batch: int, max_wait_ms: float, device: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "lungaudit.cli.main", "serve", "--run", str(run), "--port", str(self.port),
+               "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms), "--device", device, "--log-level", "warning"]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+
+    def __enter__(self) -> Server:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError("the server did not answer within 300 s")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def pick_images(run: Path, given: list[Path], n: int) -> list[bytes]:
+    from lungaudit.services.predict import collect_images
+
+    if not given:
+        from lungaudit.runs.runinfo import read_run_info, read_splits
+
+        info = read_run_info(run)
+        if info is None:
+            raise SystemExit("the run does not record its data set; pass --images")
+        given = sorted(Path(p) for p, split in read_splits(run, info.data_root).items() if split == "test")
+    paths, _ = collect_images(given)
+    if not paths:
+        raise SystemExit("no images to upload")
+    return [p.read_bytes() for p in paths[:n]]
+
+
+async def _upload(client: httpx.AsyncClient, data: bytes, overlays: bool) -> dict:
+    r = await client.post("/predict", files={"file": ("x.png", data, "image/png")}, params={"overlays": str(overlays).lower()})
+    r.raise_for_status()
+    return r.json()
+
+
+async def latency(url: str, images: list[bytes], n: int, warmup: int, overlays: bool) -> dict:
+    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+        for i in range(warmup):
+            await _upload(client, images[i % len(images)], overlays)
+        walls, parts = [], []
+        for i in range(n):
+            t0 = time.perf_counter()
+            body = await _upload(client, images[i % len(images)], overlays)
+            walls.append((time.perf_counter() - t0) * 1000)
+            parts.append(body["timing_ms"])
+    q = statistics.quantiles(walls, n=20)
+    split = {k: statistics.median(p[k] for p in parts) for k in ("decode", "audit", "pictures")}
+    return {"p50": statistics.median(walls), "p95": q[18], "n": n, **split}
+
+
+async def throughput(url: str, images: list[bytes], clients: int, seconds: float, overlays: bool) -> dict:
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=clients)) as client:
+        before = (await client.get("/health")).json()["batching"]
+        done = 0
+        stop = time.perf_counter() + seconds
+
+        async def worker(k: int) -> None:
+            nonlocal done
+            i = k
+            while time.perf_counter() < stop:
+                await _upload(client, images[i % len(images)], overlays)
+                done += 1
+                i += clients
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(clients)))
+        elapsed = time.perf_counter() - t0
+        after = (await client.get("/health")).json()["batching"]
+    batches, items = after["batches"] - before["batches"], after["items"] - before["items"]
+    return {"clients": clients, "rps": done / elapsed, "requests": done, "mean_batch": items / max(1, batches),
+            "device_ms_per_image": 1000 * (after["busy_s"] - before["busy_s"]) / max(1, items)}  # fmt: skip
+
+
+def measure(run: Path, images: list[bytes], args: argparse.Namespace, max_batch: int, with_latency: bool) -> dict:
+    with Server(run, max_batch, args.max_wait_ms, args.device) as srv:
+        asyncio.run(throughput(srv.url, images, 4, 5, args.overlays))  # warm-up: first passes allocate
+        out: dict = {"latency": asyncio.run(latency(srv.url, images, args.n, 3, args.overlays))} if with_latency else {}
+        out["load"] = [asyncio.run(throughput(srv.url, images, c, args.seconds, args.overlays)) for c in args.clients]
+    return out
+
+
+def table(batched: dict, control: dict | None) -> str:
+    lines = ["| clients | requests/s | × 1 client | uploads per device pass | device ms per upload |" + (" requests/s, --max-batch 1 |" if control else ""),
+             "|---:|---:|---:|---:|---:|" + ("---:|" if control else "")]  # fmt: skip
+    base = batched["load"][0]["rps"]
+    for k, row in enumerate(batched["load"]):
+        line = f"| {row['clients']} | {row['rps']:.1f} | {row['rps'] / base:.2f} | {row['mean_batch']:.1f} | {row['device_ms_per_image']:.0f} |"
+        lines.append(line + (f" {control['load'][k]['rps']:.1f} |" if control else ""))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--images", type=Path, nargs="*", default=[], help="files or folders to upload (default: the run's test split)")
+    ap.add_argument("--n", type=int, default=40, help="sequential requests for the latency")
+    ap.add_argument("--seconds", type=float, default=20.0, help="duration of each throughput point")
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the pictures (the page asks for them)")
+    ap.add_argument("--no-control", dest="control", action="store_false", help="skip the --max-batch 1 control")
+    ap.add_argument("--record", action="store_true", help="write the result into BENCHMARKS.md")
+    args = ap.parse_args(argv)
+
+    images = pick_images(args.run, args.images, 64)
+    load_start = os.getloadavg()[0]
+    batched = measure(args.run, images, args, args.max_batch, with_latency=True)
+    control = measure(args.run, images, args, 1, with_latency=False) if args.control else None
+    lat = batched["latency"]
+    import torch
+
+    from lungaudit.config import load_config
+
+    size = load_config(args.run / "config.yaml").cls.image_size
+    head = (
+        f"Measured by `scripts/bench_serve.py` on {time.strftime('%Y-%m-%d')}: {platform.machine()} CPU, {os.cpu_count()} cores "
+        f"shared with other work (1-min load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end), "
+        f"torch {torch.__version__}, device `{args.device}`; classifier input {size} px; {len(images)} images cycled; "
+        f"pictures {'on (as the page asks)' if args.overlays else 'off'}; `--max-batch {args.max_batch} --max-wait-ms {args.max_wait_ms:g}`; "
+        f"{args.seconds:g} s per load point. Command: `python scripts/bench_serve.py --run {args.run}"
+        + (" --no-overlays" if not args.overlays else "") + "`."
+    )
+    body = (
+        f"{head}\n\n**Single-image latency** of `POST /predict` (one client, {lat['n']} sequential uploads): "
+        f"p50 **{lat['p50']:.0f} ms**, p95 **{lat['p95']:.0f} ms** (server-side medians: decode {lat['decode']:.0f} ms, "
+        f"audit {lat['audit']:.0f} ms, pictures {lat['pictures']:.0f} ms).\n\n**Throughput** with concurrent clients:\n\n"
+        + table(batched, control)
+    )
+    print(body)
+    if args.record:
+        write_benchmark_section(REPO / "BENCHMARKS.md", "Serve: single-image latency and micro-batching", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
