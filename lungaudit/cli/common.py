@@ -23,13 +23,14 @@ err_console = Console(stderr=True)
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: <message>`` (as plain text) on stderr and exit with ``code`` (2: bad input)."""
-    err_console.print(Text.assemble(("error: ", "bold red"), str(message)))
+    # soft_wrap: a long path must stay one greppable line, not be broken at the terminal width.
+    err_console.print(Text.assemble(("error: ", "bold red"), str(message)), soft_wrap=True)
     raise typer.Exit(code)
 
 
 def say(template: str, *values: Any) -> None:
     """Print ``template`` (trusted rich markup) with ``{}`` slots filled by escaped ``values``."""
-    console.print(template.format(*(escape(str(v)) for v in values)), highlight=False)
+    console.print(template.format(*(escape(str(v)) for v in values)), highlight=False, soft_wrap=True)
 
 
 def load_cli_config(config: Path | None, overrides: list[str] | None) -> TrainConfig:
