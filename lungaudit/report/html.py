@@ -373,8 +373,9 @@ def render_report(a: AuditDir) -> str:
         # Same audit -> same key, so decisions survive reopening the report but never leak between audits.
         "storage_key": f"lungaudit-review:{s['dataset']['fingerprint']}:{s['created']}",
     }
-    # "</" would end the <script> element early; JSON allows the escaped slash.
-    meta_json = json.dumps(meta).replace("</", "<\\/")
+    # Every "<" as \u003c: "</script>" would end the element and "<!--<script>" (a class name) would
+    # put the HTML parser in script-data-escaped state and swallow the report's JavaScript.
+    meta_json = json.dumps(meta).replace("<", "\\u003c")
     title = f"lungaudit report \u2014 {s['dataset']['root']}"
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from lungaudit.device import autocast, prepare_model
 from lungaudit.runs.checkpoint import Checkpoint, check_same_model, load_checkpoint, save_checkpoint
@@ -85,9 +85,10 @@ def run_stage(
     finished = start_epoch >= stage.epochs
     for epoch in range(start_epoch, stage.epochs):
         t0 = time.perf_counter()
-        set_epoch = getattr(stage.loader.dataset, "set_epoch", None)
-        if set_epoch is not None:
-            set_epoch(epoch)
+        for owner in (stage.loader.dataset, stage.loader.sampler):  # reseed augmentation and draws
+            set_epoch = getattr(owner, "set_epoch", None)
+            if set_epoch is not None:
+                set_epoch(epoch)
         model.train()
         totals: dict[str, float] = {}
         n_batches = 0
@@ -191,15 +192,40 @@ def _reseed_worker(worker_id: int) -> None:
         ds.transform.set_random_seed(ds.seed * 10_007 + ds.epoch * 101 + worker_id + 1)
 
 
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation of ``range(n)`` drawn from a generator seeded by (seed, epoch).
+
+    A loader's own ``generator`` is seeded once and advances with every epoch, so a run resumed at
+    epoch k (a fresh generator) would see epoch 0's order again. Reseeding from (seed, epoch) makes
+    epoch k's order the same whether the run went straight through or was resumed at k.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
 def train_loader(dataset: Dataset, batch_size: int, seed: int, device: torch.device, num_workers: int = 0) -> DataLoader:
-    """Shuffled, seeded loader: the same seed gives the same batches in the same order."""
+    """Shuffled, seeded loader: the same (seed, epoch) gives the same batches in the same order.
+
+    Call ``loader.sampler.set_epoch(epoch)`` before each epoch (``run_stage`` does).
+    """
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=True,
+        sampler=EpochShuffleSampler(len(dataset), seed),
         drop_last=len(dataset) > batch_size,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
+        # Still seeded: the loader draws its workers' base seed from it every epoch.
         generator=torch.Generator().manual_seed(seed),
         worker_init_fn=_reseed_worker if num_workers > 0 else None,
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 from lungaudit.config import CLASS_NAMES
 from lungaudit.data.layouts.base import DatasetError, Layout, register_layout
+from lungaudit.data.layouts.files import link_problem
 from lungaudit.data.records import Problem, Sample
 from lungaudit.data.split import SPLITS
 
@@ -57,7 +58,8 @@ def _sample(base: Path, row: dict[str, str], line: int, problems: list[Problem])
     """The sample of one manifest row (``line`` counts the header as 1), or None with a problem."""
     path = _resolve(base, row["path"])
     if not path.is_file():
-        problems.append(Problem(path, f"file not found (manifest row {line})", "image"))
+        why = link_problem(base / row["path"]) or "file not found"
+        problems.append(Problem(path, f"{why} (manifest row {line})", "image"))
         return None
     split = row.get("split") or None
     if split is not None:
