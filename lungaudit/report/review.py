@@ -224,7 +224,10 @@ def apply_review(
     check_outside_dataset(out_dir, ds.root, ds.samples)
     classes = list(dict.fromkeys([*ds.class_names, *CLASS_NAMES]))
     decisions = read_decisions(decisions_csv, classes)
-    cleaned = apply_decisions(ds.samples, decisions, classes, root=ds.root)
+    try:
+        cleaned = apply_decisions(ds.samples, decisions, classes, root=ds.root)
+    except ReviewError as e:
+        raise ReviewError(f"{decisions_csv}, {e}") from None
     counts = count_decisions(len(ds.samples), decisions)
     path = write_manifest(cleaned, out_dir)
     atomic_write_json(Path(out_dir) / "review.json", {
