@@ -184,3 +184,27 @@ def test_inspect_with_hostile_names(hostile_data, tmp_path, monkeypatch):
     invoke("inspect", dots, code=0)
     made = tree(tmp_path / "runs")
     assert all((tmp_path / "runs" / "inspect") in p.parents for p in made) and len(made) == 2
+
+
+def test_no_console_parses_user_strings_as_markup():
+    """Guard for point 6: the CLI's consoles are created with markup off, every Progress uses them, and
+    markup is switched on in one place only (``say``, whose values are escaped)."""
+    import ast
+
+    import lungaudit
+
+    pkg = Path(lungaudit.__file__).parent
+    for path in pkg.rglob("*.py"):
+        tree_ = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree_):
+            if not isinstance(node, ast.Call):
+                continue
+            fn = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            kw = {k.arg: k.value for k in node.keywords}
+            where = f"{path.relative_to(pkg)}:{node.lineno}"
+            if fn == "Console":
+                assert isinstance(kw.get("markup"), ast.Constant) and kw["markup"].value is False, f"{where}: Console without markup=False"
+            if fn == "Progress":
+                assert "console" in kw, f"{where}: a Progress must print through the shared markup-free console"
+            if fn == "print" and isinstance(kw.get("markup"), ast.Constant) and kw["markup"].value is True:
+                assert path.name == "common.py", f"{where}: markup=True outside say()"
