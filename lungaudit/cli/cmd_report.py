@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lungaudit.cli.app import app
-from lungaudit.cli.common import console, fail, say
+from lungaudit.cli.common import console, fail, os_error, say
 from lungaudit.report.auditdir import AuditDirError
 from lungaudit.report.compare import CompareError, compare_audits
 from lungaudit.report.gate import GateError, GatePolicy, load_policy, parse_class_limit, policy_from_dict, run_gate
@@ -37,6 +37,8 @@ def report_cmd(
         path = write_report(audit_dir, out)
     except AuditDirError as e:
         fail(str(e))
+    except OSError as e:
+        fail(f"cannot write the report: {os_error(e)}")
     typer.echo(str(path))
 
 
@@ -69,6 +71,8 @@ def gate_cmd(
         result = run_gate(audit_dir, pol, junit=junit)
     except (GateError, AuditDirError) as e:
         fail(str(e))
+    except OSError as e:
+        fail(f"cannot write the gate results: {os_error(e)}")
 
     table = Table(title=f"gate: {audit_dir}", title_justify="left")
     for col in ("condition", "scope", "value", "limit", "result"):
@@ -96,6 +100,8 @@ def compare_cmd(
         result, path = compare_audits(baseline, candidate, tolerance, out)
     except (CompareError, AuditDirError) as e:
         fail(str(e))
+    except OSError as e:
+        fail(f"cannot write compare.json: {os_error(e)}")
 
     # One row per scope, one column per statistic: "baseline → candidate (delta)".
     stats = ("flag_rate", "mean_e_in", "flip_rate", "accuracy")
@@ -135,8 +141,10 @@ def apply_review_cmd(
         path, counts = apply_review(decisions, dataset, out, layout=layout)
     except ReviewError as e:
         fail(str(e))
-    except (ValueError, OSError) as e:  # the loader's own errors: unreadable data set, bad layout
+    except ValueError as e:  # the loader's own errors: unreadable data set, bad layout
         fail(f"cannot load data set {dataset}: {e}")
+    except OSError as e:
+        fail(os_error(e))
     table = Table(title="review applied", title_justify="left")
     table.add_column("outcome")
     table.add_column("images", justify="right")

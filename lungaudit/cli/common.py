@@ -30,6 +30,13 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def os_error(e: OSError) -> str:
+    """``<path>: <reason>`` for a failed read or write (an unwritable --out, a file where a folder should be)."""
+    if e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
+
+
 def say(template: str, *values: Any) -> None:
     """Print ``template`` (trusted rich markup) with ``{}`` slots filled by escaped ``values``."""
     console.print(template.format(*(escape(str(v)) for v in values)), markup=True, highlight=False)
