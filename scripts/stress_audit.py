@@ -149,7 +149,7 @@ def kill(proc: subprocess.Popen) -> bool:
 class Timing:
     startup_s: float  # launch to the first row on disk
     chunk_s: float  # between two chunks landing
-    finalise_s: float  # last row to exit (summary, mean heatmaps, report)
+    finalise_s: float  # within the writing of the end products (mean heatmaps, summary, report)
 
 
 @dataclass
@@ -164,18 +164,19 @@ class FaultLog:
 
 def run_with_faults(s: Settings, name: str, n_images: int, timing: Timing, target: int, rng: np.random.Generator, log: Path) -> FaultLog:
     """Launch, kill at a random point, relaunch with ``--resume`` until ``target`` faults, then let it finish."""
-    csv_path = s.project / "audit" / name / "audit.csv"
+    out = s.project / "audit" / name
     fl = FaultLog()
     while True:
-        rows_before, _ = csv_rows_on_disk(csv_path)
+        rows_before, _ = csv_rows_on_disk(out / "audit.csv")
+        launched = time.time()
         proc = launch(s.command(name), log)
         fl.launches += 1
         fl.resumes += fl.launches > 1
-        phase = kill_at_random_point(proc, csv_path, rows_before, n_images, timing, s.chunk, rng) if fl.faults < target else None
-        if phase is not None:
+        if fl.faults < target and kill_at_random_point(proc, out, rows_before, n_images, launched, timing, s.chunk, rng):
             fl.faults += 1
-            fl.by_phase[phase] += 1
-            fl.max_doubled_on_disk = max(fl.max_doubled_on_disk, csv_rows_on_disk(csv_path)[1])
+            rows_after, doubled = csv_rows_on_disk(out / "audit.csv")
+            fl.by_phase[phase_of(out, rows_before, rows_after, n_images, launched)] += 1
+            fl.max_doubled_on_disk = max(fl.max_doubled_on_disk, doubled)
             continue
         fl.exit_codes.append(proc.wait())
         if fl.exit_codes[-1] != 0:
@@ -183,27 +184,43 @@ def run_with_faults(s: Settings, name: str, n_images: int, timing: Timing, targe
         return fl
 
 
+def finalising_since(out: Path, launched: float) -> bool:
+    """Whether this launch has started writing the end products (mean heatmaps, summary, report)."""
+    ends = [*out.glob("mean_outside_*.png"), out / "summary.json", out / "report.html"]
+    return any(p.is_file() and p.stat().st_mtime >= launched for p in ends)
+
+
+def phase_of(out: Path, rows_before: int, rows_after: int, n_images: int, launched: float) -> str:
+    if rows_after >= n_images and (rows_after > rows_before or finalising_since(out, launched)):
+        return "after the last row"
+    return "mid-audit" if rows_after > rows_before else "start-up"
+
+
 def kill_at_random_point(
-    proc: subprocess.Popen, csv_path: Path, rows_before: int, n_images: int, t: Timing, chunk: int, rng: np.random.Generator
-) -> str | None:
-    """Wait for a randomly chosen moment and SIGKILL; the phase it hit, or None if the audit had already ended.
+    proc: subprocess.Popen, out: Path, rows_before: int, n_images: int, launched: float, t: Timing, chunk: int,
+    rng: np.random.Generator,
+) -> bool:  # fmt: skip
+    """Wait for a randomly chosen moment, then SIGKILL; whether a live process was killed.
 
     A fifth of the kills land at a random time in start-up (imports, model loading, the identity
-    check, the reconciliation of a torn folder). The rest wait for the next chunk's rows to land and
-    kill a random time later: mid-way through the following chunk (its overlays, its partial, its
-    append), or, after the last chunk, while the summary, mean heatmaps and report are written.
+    check, the reconciliation of a torn folder). The rest wait for the next one or two chunks' rows
+    to land and kill a random time later: mid-way through the following chunk (its overlays, its
+    partial, its append), or, once every row is in, while the mean heatmaps, summary and report are
+    written.
     """
     if rows_before < n_images and rng.random() < 0.2:
         time.sleep(rng.uniform(0.0, t.startup_s))
-        return "start-up" if kill(proc) else None
-    goal = min(n_images, rows_before + chunk)
-    while proc.poll() is None and csv_rows_on_disk(csv_path)[0] < goal:
+        return kill(proc)
+    goal = min(n_images, rows_before + chunk * int(rng.integers(1, 3)))
+    while proc.poll() is None and csv_rows_on_disk(out / "audit.csv")[0] < goal:
         time.sleep(0.005)
-    last = goal >= n_images
-    time.sleep(rng.uniform(0.0, t.finalise_s if last else t.chunk_s))
-    if not kill(proc):
-        return None
-    return "after the last row" if csv_rows_on_disk(csv_path)[0] >= n_images else "mid-audit"
+    if goal < n_images:
+        time.sleep(rng.uniform(0.0, t.chunk_s))
+        return kill(proc)
+    while proc.poll() is None and not finalising_since(out, launched):  # every row is in: wait for the end products
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0.0, t.finalise_s))
+    return kill(proc)
 
 
 # ---------------------------------------------------------------------------- comparison
@@ -283,23 +300,27 @@ def concurrent_writers(s: Settings, name: str, log: Path) -> dict[str, Any]:
 
 def timed_reference(s: Settings, name: str, log: Path) -> Timing:
     """Run the uninterrupted reference and time its phases (they scale the random kill delays)."""
-    t0 = time.perf_counter()
+    t0, launched = time.perf_counter(), time.time()
     proc = launch(s.command(name), log)
-    csv_path = s.project / "audit" / name / "audit.csv"
+    out = s.project / "audit" / name
     changes: list[float] = []  # when the row count changed
+    ends_at = None  # when the first end product (mean heatmap, summary) appeared
     rows = 0
     while proc.poll() is None:
-        now = csv_rows_on_disk(csv_path)[0]
+        now = csv_rows_on_disk(out / "audit.csv")[0]
         if now != rows:
             rows = now
             changes.append(time.perf_counter() - t0)
+        if ends_at is None and changes and finalising_since(out, launched):
+            ends_at = time.perf_counter() - t0
         time.sleep(0.005)
     if proc.returncode != 0:
         raise SystemExit(f"the reference audit failed (exit {proc.returncode}); see {log}")
     total = time.perf_counter() - t0
     first = changes[0] if changes else total
     chunk = (changes[-1] - changes[0]) / max(1, len(changes) - 1) if len(changes) > 1 else 0.5
-    return Timing(first, chunk, total - (changes[-1] if changes else total))
+    # the kill window after the last row: from the first end product to the exit, kept inside it
+    return Timing(first, chunk, 0.8 * (total - (ends_at if ends_at is not None else total)))
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from hostile.hostile_kit import (
     SEPARATORS, clone_run, dicom_bytes, gray, invoke, lung_mask, mutations, names, png_bytes, random_label, tree, write,
