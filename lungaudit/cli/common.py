@@ -26,7 +26,8 @@ err_console = Console(stderr=True, markup=False)
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: <message>`` (as plain text) on stderr and exit with ``code`` (2: bad input)."""
-    err_console.print(Text.assemble(("error: ", "bold red"), str(message)))
+    # soft_wrap: no newline is inserted into the message, so a long path stays whole (greppable, copyable)
+    err_console.print(Text.assemble(("error: ", "bold red"), str(message)), soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -39,7 +40,7 @@ def os_error(e: OSError) -> str:
 
 def say(template: str, *values: Any) -> None:
     """Print ``template`` (trusted rich markup) with ``{}`` slots filled by escaped ``values``."""
-    console.print(template.format(*(escape(str(v)) for v in values)), markup=True, highlight=False)
+    console.print(template.format(*(escape(str(v)) for v in values)), markup=True, highlight=False, soft_wrap=True)
 
 
 def load_cli_config(config: Path | None, overrides: list[str] | None) -> TrainConfig:
