@@ -170,14 +170,18 @@ class AuditStore:
         buf = io.BytesIO()
         np.savez(buf, keys=np.array([r.key for r in self._rows]), sums=self._sums.numpy(), counts=self._counts.numpy())
         atomic_write_bytes(self.dir / PARTIALS / f"{self._n_parts:05d}.npz", buf.getvalue())
+        cells = [r.to_csv(self.class_names) for r in self._rows]
         text = io.StringIO()
-        csv.DictWriter(text, fieldnames=self.columns, lineterminator="\n").writerows(r.to_csv(self.class_names) for r in self._rows)
+        csv.DictWriter(text, fieldnames=self.columns, lineterminator="\n").writerows(cells)
         with open(self.dir / AUDIT_CSV, "a", encoding="utf-8") as f:
             f.write(text.getvalue())
             f.flush()
             os.fsync(f.fileno())
         self._n_parts += 1
-        self.done += self._rows
+        # Keep what the CSV holds (numbers at its precision), not the in-memory rows: the summary is
+        # then the same whether the audit ran straight through or resumed from the file, and equals
+        # what report/gate/compare recompute from audit.csv.
+        self.done += [row_from_csv(c, self.class_names) for c in cells]
         self.done_keys.update(r.key for r in self._rows)
         self._rows = []
         self._sums.zero_()

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lungaudit.cli.app import app
 from lungaudit.cli.choices import enum_from
-from lungaudit.cli.common import console, fail, say, table
+from lungaudit.cli.common import console, fail, os_error, say, table
 from lungaudit.data.split import SPLITS
 
 SplitChoice = enum_from(SPLITS, "SplitChoice")
@@ -82,6 +82,8 @@ def audit(
         ))  # fmt: skip
     except ValueError as e:
         fail(str(e))
+    except OSError as e:
+        fail(os_error(e))
     print_audit_summary(result.summary)
     say("throughput: {} images/s; outputs: [bold]{}[/]", f"{result.images_per_s:.1f}", result.out_dir)
     if report:

@@ -10,6 +10,7 @@ import typer
 from lungaudit.cli.app import app
 from lungaudit.cli.common import console, fail, load_cli_config, say
 from lungaudit.config import USER_CONFIG, find_config, packaged_config
+from lungaudit.utils import atomic_write_text
 
 
 @app.command("config")
@@ -26,7 +27,7 @@ def config_cmd(
         if dump.exists() and not force:
             fail(f"{dump} exists; pass --force to overwrite it")
         try:
-            dump.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+            atomic_write_text(dump, source.read_text(encoding="utf-8"))
         except OSError as e:
             fail(f"cannot write {dump}: {e.strerror or e}")
         say("wrote {} (from {})", dump, source)

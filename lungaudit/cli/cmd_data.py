@@ -11,9 +11,10 @@ from rich.table import Table
 
 from lungaudit.cli.app import app
 from lungaudit.cli.choices import enum_from
-from lungaudit.cli.common import console, fail
+from lungaudit.cli.common import console, fail, say
 from lungaudit.data.layouts import AUTO, DatasetError, Inspection, inspect_dataset, layout_names, write_problems_csv
 from lungaudit.data.split import SPLITS
+from lungaudit.utils import safe_filename
 
 LayoutChoice = enum_from(layout_names(), "LayoutChoice")
 
@@ -26,13 +27,14 @@ def _problems_target(dataset: Path, explicit: Path | None) -> Path:
     """
     if explicit is not None:
         return explicit
-    name = (dataset.stem if dataset.suffix.lower() == ".csv" else dataset.resolve().name) or "dataset"
+    # safe_filename: a manifest called "...csv" has the stem "..", which must not climb out of runs/inspect
+    name = safe_filename(dataset.stem if dataset.suffix.lower() == ".csv" else dataset.resolve().name)
     return Path("runs") / "inspect" / name / "problems.csv"
 
 
 def _render(ins: Inspection) -> None:
     ds = ins.dataset
-    console.print(f"[bold]{ds.root}[/]  layout [cyan]{ds.layout}[/]  {len(ds.samples)} usable image(s)")
+    say("[bold]{}[/]  layout [cyan]{}[/]  {} usable image(s)", ds.root, ds.layout, len(ds.samples))
 
     splits = list(SPLITS) + (["-"] if any(s.split is None for s in ds.samples) else [])
     t = Table(title="Images per class and split", title_justify="left")
@@ -45,7 +47,7 @@ def _render(ins: Inspection) -> None:
         for sp in splits:
             totals[sp] += row.get(sp, 0)
         t.add_row(label, *[str(row.get(sp, 0)) for sp in splits], str(sum(row.values())))
-    t.add_row("[bold]all[/]", *[str(totals[sp]) for sp in splits], str(sum(totals.values())))
+    t.add_row("all", *[str(totals[sp]) for sp in splits], str(sum(totals.values())), style="bold")
     console.print(t)
 
     t = Table(title="Images per source", title_justify="left")
@@ -80,7 +82,7 @@ def _rel(path: Path, root: Path | None) -> str:
 
 def _render_problems(problems: list, root: Path | None = None) -> None:
     if not problems:
-        console.print("[green]No problem files.[/]")
+        say("[green]No problem files.[/]")
         return
     title = f"Problem files ({len(problems)})" + (f" under {root}" if root is not None else "")
     t = Table(title=title, title_justify="left")

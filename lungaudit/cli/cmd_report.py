@@ -11,9 +11,10 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from lungaudit.cli.app import app
-from lungaudit.cli.common import console, fail
+from lungaudit.cli.common import console, fail, os_error, say
 from lungaudit.config import packaged_config
 from lungaudit.report.auditdir import AuditDirError
 from lungaudit.report.compare import CompareError, compare_audits
@@ -37,6 +38,8 @@ def report_cmd(
         path = write_report(audit_dir, out)
     except AuditDirError as e:
         fail(str(e))
+    except OSError as e:
+        fail(f"cannot write the report: {os_error(e)}")
     typer.echo(str(path))
 
 
@@ -72,17 +75,20 @@ def gate_cmd(
         result = run_gate(audit_dir, pol, junit=junit)
     except (GateError, AuditDirError) as e:
         fail(str(e))
+    except OSError as e:
+        fail(f"cannot write the gate results: {os_error(e)}")
 
     table = Table(title=f"gate: {audit_dir}", title_justify="left")
     for col in ("condition", "scope", "value", "limit", "result"):
         table.add_column(col, justify="right" if col in ("value", "limit") else "left")
     for r in result.results:
         c = r.condition
-        status = "[green]pass[/]" if r.passed else f"[bold red]FAIL[/] {r.reason}"
+        # c.where and r.reason carry class/source names from the data: plain Text, never markup
+        status = Text("pass", "green") if r.passed else Text.assemble(("FAIL", "bold red"), f" {r.reason}")
         table.add_row(c.name, c.where, _f(r.value), f"{c.op} {c.limit:g}", status)
     console.print(table)
     verdict = "[bold green]PASSED[/]" if result.passed else f"[bold red]FAILED[/] ({result.n_failed} of {len(result.results)})"
-    console.print(f"gate {verdict}; wrote {audit_dir / 'gate.json'} and {junit or audit_dir / 'gate.junit.xml'}")
+    say("gate " + verdict + "; wrote {} and {}", audit_dir / "gate.json", junit or audit_dir / "gate.junit.xml")
     raise typer.Exit(0 if result.passed else 1)
 
 
@@ -98,6 +104,8 @@ def compare_cmd(
         result, path = compare_audits(baseline, candidate, tolerance, out)
     except (CompareError, AuditDirError) as e:
         fail(str(e))
+    except OSError as e:
+        fail(f"cannot write compare.json: {os_error(e)}")
 
     # One row per scope, one column per statistic: "baseline → candidate (delta)".
     stats = ("flag_rate", "mean_e_in", "flip_rate", "accuracy")
@@ -105,27 +113,24 @@ def compare_cmd(
     table.add_column("scope")
     for head in ("flag rate", "mean E_in", "flip rate", "accuracy"):
         table.add_column(head, justify="right")
-    cells: dict[str, dict[str, str]] = {}
+    cells: dict[str, dict[str, Text]] = {}
     for r in result["rows"]:
         scope = "overall" if r["group"] is None else f"{r['scope']} {r['group']}"
         if r["note"]:
-            text = f"[dim]{r['note']}[/]"
+            text = Text(r["note"], "dim")
         else:
-            text = f"{_f(r['baseline'])} → {_f(r['candidate'])} ({r['delta']:+.3f})"
-            if r["regressed"]:
-                text = f"[bold red]{text}[/]"
-            elif r["worse_by"] < -tolerance:
-                text = f"[green]{text}[/]"
+            style = "bold red" if r["regressed"] else ("green" if r["worse_by"] < -tolerance else "")
+            text = Text(f"{_f(r['baseline'])} → {_f(r['candidate'])} ({r['delta']:+.3f})", style)
         cells.setdefault(scope, {})[r["metric"]] = text
     for scope, row in cells.items():
         table.add_row(scope, *(row.get(s, "") for s in stats))
     console.print(table)
     for change in result["config_changes"]:
-        console.print(f"[yellow]note:[/] audit config differs: {change}", highlight=False)
+        say("[yellow]note:[/] audit config differs: {}", change)
     if result["regressed"]:
-        console.print(f"[bold red]candidate regressed[/] on {result['n_regressions']} statistic(s); wrote {path}")
+        say("[bold red]candidate regressed[/] on {} statistic(s); wrote {}", result["n_regressions"], path)
         raise typer.Exit(1)
-    console.print(f"[bold green]no regression[/] beyond {tolerance:g}; wrote {path}")
+    say("[bold green]no regression[/] beyond {}; wrote {}", f"{tolerance:g}", path)
 
 
 @app.command("apply-review")
@@ -140,8 +145,10 @@ def apply_review_cmd(
         path, counts = apply_review(decisions, dataset, out, layout=layout)
     except ReviewError as e:
         fail(str(e))
-    except (ValueError, OSError) as e:  # the loader's own errors: unreadable data set, bad layout
+    except ValueError as e:  # the loader's own errors: unreadable data set, bad layout
         fail(f"cannot load data set {dataset}: {e}")
+    except OSError as e:
+        fail(os_error(e))
     table = Table(title="review applied", title_justify="left")
     table.add_column("outcome")
     table.add_column("images", justify="right")
@@ -149,6 +156,6 @@ def apply_review_cmd(
     table.add_row("relabelled", str(counts.relabelled))
     table.add_row("excluded", str(counts.excluded))
     table.add_row("undecided (kept as-is)", str(counts.undecided))
-    table.add_row("[bold]in cleaned manifest[/]", f"[bold]{counts.total_out}[/]")
+    table.add_row("in cleaned manifest", str(counts.total_out), style="bold")
     console.print(table)
     console.print(f"wrote {path}", highlight=False)

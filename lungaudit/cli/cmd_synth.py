@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lungaudit.cli.app import app
-from lungaudit.cli.common import console, fail
+from lungaudit.cli.common import console, fail, os_error
 from lungaudit.config import CLASS_NAMES, SynthConfig
 from lungaudit.data.split import SPLITS
 
@@ -64,7 +64,11 @@ def synth(
     columns = (TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("synth", total=len(CLASS_NAMES) * cfg.n_per_class)
-        manifest = generate(out, cfg, progress=lambda done, total: bar.update(task, completed=done))
+        try:
+            manifest = generate(out, cfg, progress=lambda done, total: bar.update(task, completed=done))
+        except OSError as e:
+            bar.stop()
+            fail(f"cannot write the synthetic data set: {os_error(e)}")
 
     with open(manifest, newline="") as f:
         counts = Counter((r["label"], r["split"]) for r in csv.DictReader(f))

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lungaudit.cli.app import app
 from lungaudit.cli.choices import enum_from
-from lungaudit.cli.common import console, fail, fmt, load_cli_config, say, table
+from lungaudit.cli.common import console, fail, fmt, load_cli_config, os_error, say, table
 from lungaudit.config import replace
 from lungaudit.training import STAGES
 from lungaudit.training.callbacks import TrainCallback
@@ -70,7 +70,7 @@ def print_test_metrics(tm: dict[str, Any]) -> None:
             console.print(f"shortcut reliance (prediction changes on the clean twin): {cls['shortcut_reliance_rate']:.3f}")
 
 
-TRAIN_ERRORS = (ValueError, RuntimeError, FileNotFoundError)  # CheckpointError, ConfigError, ImageReadError are ValueErrors
+TRAIN_ERRORS = (ValueError, RuntimeError, OSError)  # CheckpointError, ConfigError, ImageReadError are ValueErrors
 
 
 def _progress() -> Progress:
@@ -113,7 +113,7 @@ def train(
             result = run_train(cfg, stage=stage.value, resume=resume, run_dir=run_dir, callback=RichTrainProgress(progress), seg_from=seg_from)
         except TRAIN_ERRORS as e:
             progress.stop()
-            fail(str(e))
+            fail(os_error(e) if isinstance(e, OSError) else str(e))
     print_test_metrics(result.test_metrics)
     times = ", ".join(f"{k} {v:.0f}s" for k, v in result.stage_times_s.items())
     say("[bold green]done[/] in {}s ({}); run folder: [bold]{}[/]", f"{result.elapsed_s:.0f}", times, result.run_dir)
@@ -163,7 +163,7 @@ def demo(
                              message=lambda m: progress.console.print(m, style="bold", markup=False, highlight=False))
         except TRAIN_ERRORS as e:
             progress.stop()
-            fail(str(e))
+            fail(os_error(e) if isinstance(e, OSError) else str(e))
     print_test_metrics(result.train.test_metrics)
     print_audit_summary(result.audit.summary)
     say("report: [bold green]{}[/]", result.report)

@@ -2,6 +2,9 @@
 
 Every string that may come from data (a path, a class or source name, an error message quoting a
 file) is printed as plain text, never parsed as rich markup: ``data/x[/y]`` is a valid folder name.
+So both consoles are created with markup *off*: a ``console.print(f"...")`` or a table cell holding a
+user string can never raise ``MarkupError`` or restyle the output. Styling is opt-in, through
+:func:`say` (a trusted template whose slots are escaped) or ``rich.text.Text`` with explicit styles.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from rich.text import Text
 
 from lungaudit.config import ConfigError, TrainConfig, load_config
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -28,9 +31,16 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def os_error(e: OSError) -> str:
+    """``<path>: <reason>`` for a failed read or write (an unwritable --out, a file where a folder should be)."""
+    if e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
+
+
 def say(template: str, *values: Any) -> None:
     """Print ``template`` (trusted rich markup) with ``{}`` slots filled by escaped ``values``."""
-    console.print(template.format(*(escape(str(v)) for v in values)), highlight=False, soft_wrap=True)
+    console.print(template.format(*(escape(str(v)) for v in values)), markup=True, highlight=False, soft_wrap=True)
 
 
 def load_cli_config(config: Path | None, overrides: list[str] | None) -> TrainConfig:
@@ -50,10 +60,10 @@ def fmt(v: Any, digits: int = 3) -> str:
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    """A rich table whose cells are plain text (never markup)."""
-    t = Table(title=escape(title), title_justify="left")
+    """A rich table whose title, headers and cells are plain text (never markup)."""
+    t = Table(title=Text(title), title_justify="left")
     for c in columns:
-        t.add_column(escape(c), justify="left" if c == columns[0] else "right")
+        t.add_column(Text(c), justify="left" if c == columns[0] else "right")
     for r in rows:
         t.add_row(*[Text(fmt(v)) for v in r])
     return t

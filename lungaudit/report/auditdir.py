@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,8 +109,9 @@ class AuditDir:
 
     def resolve(self, rel: str) -> Path:
         """A path from the audit files, relative to the audit dir; refuses to leave the dir."""
-        p = (self.path / rel).resolve()
-        root = self.path.resolve()
+        # realpath follows links (a link to a file outside is outside) and, unlike Path.resolve() on
+        # Python 3.11, does not raise on a symlink loop
+        p, root = Path(os.path.realpath(self.path / rel)), Path(os.path.realpath(self.path))
         if p != root and root not in p.parents:
             raise AuditDirError(f"{self.path}: referenced file {rel!r} lies outside the audit directory")
         return p

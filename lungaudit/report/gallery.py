@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from lungaudit.audit.overlay import thumbnail_for, thumbnail_jpeg
-from lungaudit.report.auditdir import AuditDir, AuditRow
+from lungaudit.report.auditdir import AuditDir, AuditDirError, AuditRow
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +73,19 @@ class _Files:
 
     def __init__(self, a: AuditDir, report_dir: Path) -> None:
         self.audit = a.path
-        self.root = a.path.resolve()
+        self.root = Path(os.path.realpath(a.path))
         self.inside = os.path.join(str(self.root), "")  # "root/": a prefix test, not per-file Path.parents
         self.report_dir = report_dir.resolve()
 
     def get(self, rel: str) -> Path | None:
-        """The file ``rel`` if it exists inside the audit folder (one that leaves it counts as absent),
-        with the same containment rule as :meth:`AuditDir.resolve`."""
-        p = (self.root / rel).resolve()
+        """The file ``rel`` if it exists inside the audit folder, None if it does not exist.
+
+        A reference that leaves the folder (``../``, a link to a file outside) is tampering, not a
+        missing picture: :class:`AuditDirError`, the same rule as :meth:`AuditDir.resolve`.
+        """
+        p = Path(os.path.realpath(self.root / rel))  # realpath: no error on a symlink loop
         if not str(p).startswith(self.inside):
-            log.warning("%s: referenced file %r lies outside the audit directory", self.audit, rel)
-            return None
+            raise AuditDirError(f"{self.audit}: referenced file {rel!r} lies outside the audit directory")
         return p if p.is_file() else None
 
     def href(self, target: Path) -> str:

@@ -7,7 +7,8 @@ checkpoint can never execute code. A checkpoint rebuilds its own model from the 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,11 @@ class Checkpoint:
     scheduler_state: dict[str, Any] | None = None
     extra: dict[str, Any] | None = None
     version: str = __version__
+    path: Path | None = field(default=None, compare=False)  # where it was loaded from (for messages); never saved
+
+    @property
+    def where(self) -> str:
+        return f"checkpoint {self.path}" if self.path is not None else f"the {self.kind} checkpoint"
 
 
 def save_checkpoint(ckpt: Checkpoint, path: Path) -> None:
@@ -81,6 +87,7 @@ def load_checkpoint(
             f"{path} has checkpoint format {raw.get('format_version')}, this lungaudit ({__version__}) reads "
             f"format {FORMAT_VERSION}"
         )
+    _check_structure(raw, path)
     if kind is not None and raw["kind"] != kind:
         raise CheckpointError(f"{path} is a '{raw['kind']}' checkpoint, expected '{kind}'")
     if class_names is not None and list(raw["class_names"]) != list(class_names):
@@ -94,12 +101,50 @@ def load_checkpoint(
         model_state=raw["model_state"],
         epoch=int(raw["epoch"]),
         best_metric=float(raw["best_metric"]),
-        bad_epochs=int(raw.get("bad_epochs", 0)),
+        bad_epochs=int(raw.get("bad_epochs") or 0),
         optimizer_state=raw.get("optimizer_state"),
         scheduler_state=raw.get("scheduler_state"),
         extra=raw.get("extra") or {},
-        version=str(raw["lungaudit_version"]),
+        version=str(raw.get("lungaudit_version", "?")),
+        path=path,
     )
+
+
+KINDS = ("seg", "cls")
+
+
+def _check_structure(raw: dict[str, Any], path: Path) -> None:
+    """Refuse a payload with the right header but the wrong shape, naming the file and the field.
+
+    ``weights_only`` already stops code from running; this stops a hand-made or corrupted payload
+    (no ``kind``, ``config`` as a list, a string epoch) from surfacing later as a KeyError/TypeError
+    deep inside model building.
+    """
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path} is a malformed lungaudit checkpoint: {what}")
+
+    if raw.get("kind") not in KINDS:
+        raise bad(f"'kind' must be one of {', '.join(KINDS)}, got {raw.get('kind')!r}")
+    if not isinstance(raw.get("config"), dict) or not all(isinstance(k, str) for k in raw["config"]):
+        raise bad(f"'config' must be a mapping of key names, got {type(raw.get('config')).__name__}")
+    names = raw.get("class_names")
+    if not isinstance(names, (list, tuple)) or not all(isinstance(c, str) for c in names):
+        raise bad(f"'class_names' must be a list of strings, got {names!r:.80}")
+    if len(set(names)) != len(names):
+        raise bad(f"'class_names' repeats a name: {list(names)!r:.80}")
+    state = raw.get("model_state")
+    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise bad("'model_state' must be a non-empty mapping of parameter names to tensors")
+    for key, types in (("epoch", (int,)), ("best_metric", (int, float)), ("bad_epochs", (int, type(None)))):
+        v = raw.get(key)
+        if isinstance(v, bool) or not isinstance(v, types):
+            raise bad(f"'{key}' must be a number, got {v!r:.40}")
+    if raw["epoch"] < 0 or math.isnan(raw["best_metric"]):
+        raise bad(f"'epoch' {raw['epoch']} / 'best_metric' {raw['best_metric']} out of range")
+    for key in ("optimizer_state", "scheduler_state", "extra"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise bad(f"'{key}' must be a mapping or absent, got {type(raw[key]).__name__}")
 
 
 def check_same_model(ckpt: Checkpoint, config: dict[str, Any], keys: tuple[str, ...], path: Path) -> None:

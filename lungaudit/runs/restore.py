@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lungaudit.classification.model import build_classifier
-from lungaudit.config import ClsConfig, SegConfig, from_dict
+from lungaudit.config import ClsConfig, ConfigError, SegConfig, from_dict
 from lungaudit.segmentation.model import build_segmenter
 from lungaudit.runs.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from lungaudit.device import prepare_model
@@ -27,18 +27,38 @@ class TrainedModels:
 
 
 def restore(ckpt: Checkpoint, device: torch.device) -> nn.Module:
-    """The checkpoint's model, rebuilt from its own config, in eval mode on ``device``."""
-    if ckpt.kind == "cls":
-        model = build_classifier(from_dict(ClsConfig, {**ckpt.config, "pretrained": False}), len(ckpt.class_names))
-    elif ckpt.kind == "seg":
-        model = build_segmenter(from_dict(SegConfig, {**ckpt.config, "pretrained": False}))
-    else:
-        raise CheckpointError(f"unknown checkpoint kind {ckpt.kind!r}")
+    """The checkpoint's model, rebuilt from its own config, in eval mode on ``device``.
+
+    Raises ``CheckpointError`` naming the checkpoint when its config cannot build a model (an unknown
+    architecture or encoder, a key out of range) or its weights do not fit that model.
+    """
+    try:
+        if ckpt.kind == "cls":
+            model = build_classifier(stage_config(ckpt), len(ckpt.class_names))
+        elif ckpt.kind == "seg":
+            model = build_segmenter(stage_config(ckpt))
+        else:
+            raise CheckpointError(f"{ckpt.where}: unknown checkpoint kind {ckpt.kind!r}")
+    except KeyError as e:  # the model registries list the valid names in a KeyError (STYLE: smp's create_model)
+        raise CheckpointError(f"{ckpt.where} cannot be rebuilt: {e.args[0] if e.args else e}") from None
+    except CheckpointError:
+        raise
+    except ValueError as e:
+        raise CheckpointError(f"{ckpt.where} cannot be rebuilt: {e}") from None
     try:
         model.load_state_dict(ckpt.model_state)
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint weights do not fit the model its config describes: {e}") from None
+    except (RuntimeError, TypeError) as e:
+        raise CheckpointError(f"{ckpt.where}: checkpoint weights do not fit the model its config describes: {e}") from None
     return prepare_model(model, device).eval()
+
+
+def stage_config(ckpt: Checkpoint) -> ClsConfig | SegConfig:
+    """The checkpoint's config section as its dataclass (``pretrained`` off: the weights are in it)."""
+    cls = ClsConfig if ckpt.kind == "cls" else SegConfig
+    try:
+        return from_dict(cls, {**ckpt.config, "pretrained": False}, prefix=f"{ckpt.kind}.")
+    except ConfigError as e:
+        raise CheckpointError(f"{ckpt.where} carries an invalid config: {e}") from None
 
 
 def segmenter_checkpoint(source: str | Path) -> Path:
@@ -69,10 +89,10 @@ def load_run(run_dir: Path, device: torch.device, which: str = "best") -> Traine
     seg_ckpt = load_checkpoint(seg_path, kind="seg", map_location=device) if seg_path.is_file() else None
     return TrainedModels(
         classifier=restore(cls_ckpt, device),
-        cls_cfg=from_dict(ClsConfig, cls_ckpt.config),
+        cls_cfg=stage_config(cls_ckpt),  # type: ignore[arg-type]
         class_names=cls_ckpt.class_names,
         cls_path=cls_path,
         segmenter=restore(seg_ckpt, device) if seg_ckpt else None,
-        seg_cfg=from_dict(SegConfig, seg_ckpt.config) if seg_ckpt else None,
+        seg_cfg=stage_config(seg_ckpt) if seg_ckpt else None,  # type: ignore[arg-type]
         seg_path=seg_path if seg_ckpt else None,
     )

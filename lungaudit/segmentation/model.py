@@ -32,6 +32,11 @@ def unet(cfg: SegConfig) -> nn.Module:
         ) from None
 
 
+def encoder_names() -> list[str]:
+    """The encoder names ``seg.encoder`` accepts (segmentation-models-pytorch's own list)."""
+    return sorted(smp.encoders.get_encoder_names())
+
+
 def build_segmenter(cfg: SegConfig) -> nn.Module:
     """A U-Net taking (N, 1, H, W) in [0, 1] and returning (N, 1, H, W) lung logits."""
     if len(cfg.decoder_channels) != cfg.encoder_depth:

@@ -224,23 +224,45 @@ def _reseed_worker(worker_id: int) -> None:
         ds.transform.set_random_seed(ds.seed * 10_007 + ds.epoch * 101 + worker_id + 1)
 
 
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation of ``range(n)`` drawn from a generator seeded by (seed, epoch).
+
+    A loader's own ``generator`` is seeded once and advances with every epoch, so a run resumed at
+    epoch k (a fresh generator) would see epoch 0's order again. Reseeding from (seed, epoch) makes
+    epoch k's order the same whether the run went straight through or was resumed at k.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
 def train_loader(
     dataset: Dataset, batch_size: int, seed: int, device: torch.device, num_workers: int = 0, sampler: Sampler | None = None
 ) -> DataLoader:
-    """Shuffled, seeded loader: the same seed gives the same batches in the same order.
+    """Shuffled, seeded loader: the same (seed, epoch) gives the same batches in the same order.
 
-    A ``sampler`` (which then owns the order, e.g. :class:`~lungaudit.training.sampling.EpochSampler`)
-    replaces the shuffle; a last partial batch is dropped whenever there is more than one batch.
+    A ``sampler`` (e.g. :class:`~lungaudit.training.sampling.EpochSampler`) replaces the default
+    :class:`EpochShuffleSampler`; ``run_stage`` calls ``set_epoch`` on it before each epoch. A last
+    partial batch is dropped whenever there is more than one batch.
     """
-    n = len(sampler) if sampler is not None else len(dataset)
+    sampler = sampler if sampler is not None else EpochShuffleSampler(len(dataset), seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=sampler is None,
         sampler=sampler,
-        drop_last=n > batch_size,
+        drop_last=len(sampler) > batch_size,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(seed) if sampler is None else None,
+        # Still seeded: the loader draws its workers' base seed from it every epoch.
+        generator=torch.Generator().manual_seed(seed),
         worker_init_fn=_reseed_worker if num_workers > 0 else None,
     )

@@ -107,7 +107,7 @@ def train(
     input it cannot train on, before creating the run folder.
     """
     from lungaudit.data.cache import synthetic_default
-    from lungaudit.data.layouts import load_dataset, write_problems_csv
+    from lungaudit.data.layouts import load_dataset
 
     callback = callback or TrainCallback()
     t_start = time.perf_counter()
@@ -119,8 +119,26 @@ def train(
     seg_ckpt = segmenter_checkpoint(seg_from) if seg_from is not None else None
     splits = {name: dataset.split(name) for name in ("train", "val", "test")}
     _preflight(dataset, splits, stage, seg_ckpt is not None, run_dir if resume else None)
+    _check_architectures(cfg, stage, seg_ckpt is not None)
     run_dir = Path(run_dir) if run_dir is not None else increment_run_dir(Path(cfg.project) / "train", cfg.name, exist_ok=resume)
+    fresh = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train_into(run_dir, cfg, dataset, source, splits, stage, seg_ckpt, device, callback, resume, interrupt_after, t_start, cls_init)
+    except BaseException:
+        if fresh:
+            _discard_unresumable(run_dir)
+        raise
+
+
+def _train_into(
+    run_dir: Path, cfg: TrainConfig, dataset: Dataset, source: Path, splits: dict[str, list[Sample]], stage: str,
+    seg_ckpt: Path | None, device: torch.device, callback: TrainCallback, resume: bool,
+    interrupt_after: tuple[str, int] | None, t_start: float, cls_init: InitWeights | None,
+) -> TrainResult:  # fmt: skip
+    """Everything :func:`train` does once its run folder exists."""
+    from lungaudit.data.layouts import write_problems_csv
+
     save_config(cfg, run_dir / "config.yaml")
     seg_record = _adopt_segmenter(seg_ckpt, run_dir) if seg_ckpt is not None else None
     write_run_info(run_dir, RunInfo(str(dataset.root), str(Path(source).resolve()), dataset.layout, len(dataset.samples), seg_record), dataset.samples)
@@ -143,6 +161,34 @@ def train(
     test_metrics.update(run.init_reports, elapsed_s=elapsed, stage_times_s=run.times)
     atomic_write_json(run_dir / "test_metrics.json", test_metrics)
     return TrainResult(run_dir, test_metrics, elapsed, run.times)
+
+
+def _discard_unresumable(run_dir: Path) -> None:
+    """Remove a run folder this call created when it failed before any checkpoint to resume from.
+
+    A stub (config.yaml, run.json, no weights) would otherwise look like a run: ``audit`` or a
+    bare ``--resume`` could pick it. A folder with a ``*_last.pt`` is kept, since it can be resumed.
+    """
+    if any((run_dir / "weights").glob("*_last.pt")):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    log.info("removed %s: the run failed before its first checkpoint", run_dir)
+
+
+def _check_architectures(cfg: TrainConfig, stage: str, reuses_seg: bool) -> None:
+    """Unknown model names fail before the run folder exists, not after a whole stage has trained."""
+    from lungaudit.classification.model import CLASSIFIERS
+    from lungaudit.config import ConfigError
+    from lungaudit.segmentation.model import SEGMENTERS, encoder_names
+
+    checks = []
+    if stage in ("all", "cls"):
+        checks.append(("cls.arch", cfg.cls.arch, CLASSIFIERS.names()))
+    if stage in ("all", "seg") and not reuses_seg:
+        checks += [("seg.arch", cfg.seg.arch, SEGMENTERS.names()), ("seg.encoder", cfg.seg.encoder, encoder_names())]
+    for key, value, valid in checks:
+        if value not in valid:
+            raise ConfigError(f"{key}: unknown name {value!r}; valid: {', '.join(valid)}")
 
 
 def _preflight(dataset: Dataset, splits: dict[str, list[Sample]], stage: str, has_seg_from: bool, resume_dir: Path | None) -> None:

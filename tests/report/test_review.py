@@ -137,7 +137,9 @@ def test_apply_review_cli_with_manifest_loader(tmp_path):
     assert res.exit_code == 0, res.output
     assert "excluded" in res.output and "relabelled" in res.output
     rows = read_manifest(out / "manifest.csv")
-    assert list(rows[0]) == ["path", "label", "mask", "source", "patient_id", "split"]
+    # the known columns, then the audit trail of the relabelling
+    assert list(rows[0]) == ["path", "label", "mask", "source", "patient_id", "split", "relabelled_from"]
+    assert {Path(r["path"]).name: r["relabelled_from"] for r in rows} == {"b.png": "Normal", "c.png": "", "d.png": ""}
     got = {Path(r["path"]).name: r["label"] for r in rows}
     assert got == {"b.png": "Lung_Opacity", "c.png": "Normal", "d.png": "Viral Pneumonia"}
     assert all(Path(r["path"]).is_absolute() for r in rows)

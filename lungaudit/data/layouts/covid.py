@@ -27,7 +27,7 @@ class CovidLayout(Layout):
         self.require_folder(root)
         samples: list[Sample] = []
         known = {c.lower(): c for c in CLASS_NAMES}
-        for d in subdirs(root):
+        for d in subdirs(root, problems):
             if d.name in _NOT_CLASSES or not (d / "images").is_dir():
                 continue  # e.g. the synthetic set's twins/ folder
             label = known.get(d.name.lower())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 from lungaudit.data.imageio import IMAGE_EXTENSIONS
@@ -19,12 +21,35 @@ def list_dir(folder: Path) -> list[Path]:
         raise DatasetError(f"{folder}: cannot list folder ({e.strerror or e})") from None
 
 
+def link_problem(path: Path) -> str | None:
+    """Why ``path``, a symbolic link, cannot be followed (a loop, a missing target); None otherwise.
+
+    ``Path.is_file()`` is simply False for both, so without this a looping or dangling link would be
+    skipped without a word. Only the link's own metadata is read, never the content it points to.
+    """
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symbolic link loop (skipped)"
+        return f"broken symbolic link: its target cannot be reached ({e.strerror or e}; skipped)"
+    return None
+
+
 def candidate_files(folder: Path, problems: list[Problem]) -> list[Path]:
     """Image files in ``folder`` (not recursive). Hidden/OS junk files are skipped silently; files with
-    a non-image extension are reported; files without an extension are kept (they may be DICOM)."""
+    a non-image extension, looping or dangling symbolic links are reported; files without an
+    extension are kept (they may be DICOM)."""
     out = []
     for p in list_dir(folder):
-        if p.name.startswith(".") or p.name.lower() in _IGNORED_FILES or not p.is_file():
+        if p.name.startswith(".") or p.name.lower() in _IGNORED_FILES:
+            continue
+        if not p.is_file():
+            reason = link_problem(p)
+            if reason is not None:
+                problems.append(Problem(p, reason, "image"))
             continue
         ext = p.suffix.lower()
         if ext in IMAGE_EXTENSIONS or ext == "":
@@ -45,9 +70,17 @@ def has_images(folder: Path) -> bool:
         return False
 
 
-def subdirs(root: Path) -> list[Path]:
-    """Non-hidden sub-folders of ``root``, sorted by name."""
-    return [p for p in list_dir(root) if p.is_dir() and not p.name.startswith(".")]
+def subdirs(root: Path, problems: list[Problem] | None = None) -> list[Path]:
+    """Non-hidden sub-folders of ``root``, sorted by name; looping or dangling links go to ``problems``."""
+    out = []
+    for p in list_dir(root):
+        if p.name.startswith("."):
+            continue
+        if p.is_dir():
+            out.append(p)
+        elif problems is not None and (reason := link_problem(p)) is not None:
+            problems.append(Problem(p, reason, "class"))
+    return out
 
 
 def mask_index(mask_dir: Path) -> dict[str, Path]:

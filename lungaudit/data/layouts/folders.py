@@ -22,7 +22,7 @@ class FoldersLayout(Layout):
         self.require_folder(root)
         samples: list[Sample] = []
         names = []
-        for d in subdirs(root):
+        for d in subdirs(root, problems):
             files = candidate_files(d, problems)
             if not files:
                 continue

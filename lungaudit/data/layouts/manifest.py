@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 from typing import Any
 
 from lungaudit.config import CLASS_NAMES
 from lungaudit.data.layouts.base import DatasetError, Layout, register_layout
+from lungaudit.data.layouts.files import link_problem
 from lungaudit.data.records import Problem, Sample
 from lungaudit.data.split import SPLITS
 
@@ -27,8 +29,10 @@ _SPLIT_SYNONYMS = {
 
 
 def _resolve(base: Path, value: str) -> Path:
+    # os.path.realpath, not Path.resolve(): on Python 3.11 the latter raises on a symlink loop, which
+    # must become a problem row, not a crash
     p = Path(value)
-    return (p if p.is_absolute() else base / p).resolve()
+    return Path(os.path.realpath(p if p.is_absolute() else base / p))
 
 
 def _read_rows(csv_path: Path) -> tuple[csv.DictReader, dict[str, str]]:
@@ -57,7 +61,8 @@ def _sample(base: Path, row: dict[str, str], line: int, problems: list[Problem])
     """The sample of one manifest row (``line`` counts the header as 1), or None with a problem."""
     path = _resolve(base, row["path"])
     if not path.is_file():
-        problems.append(Problem(path, f"file not found (manifest row {line})", "image"))
+        given = Path(os.path.abspath(base / row["path"]))  # the path as written: a dangling link, not its target
+        problems.append(Problem(given, f"{link_problem(given) or 'file not found'} (manifest row {line})", "image"))
         return None
     split = row.get("split") or None
     if split is not None:
@@ -111,15 +116,23 @@ class ManifestLayout(Layout):
         csv_path = self._csv_path(root)
         reader, header = _read_rows(csv_path)
         samples: list[Sample] = []
-        for line, raw in enumerate(reader, start=2):
-            row = {header[k]: (v or "").strip() for k, v in raw.items() if k is not None}
-            if not row.get("path"):
-                if any(row.values()):
-                    problems.append(Problem(csv_path, f"row {line}: empty path", "manifest"))
-                continue
-            sample = _sample(csv_path.parent, row, line, problems)
-            if sample is not None:
-                samples.append(sample)
+        line = 1
+        try:
+            for line, raw in enumerate(reader, start=2):
+                row = {header[k]: (v or "").strip() for k, v in raw.items() if k is not None}
+                if any("\x00" in v for v in row.values()):
+                    # no path with a NUL can name a file; os calls would raise ValueError on it
+                    problems.append(Problem(csv_path, f"row {line}: contains a NUL character (skipped)", "manifest"))
+                    continue
+                if not row.get("path"):
+                    if any(row.values()):
+                        problems.append(Problem(csv_path, f"row {line}: empty path", "manifest"))
+                    continue
+                sample = _sample(csv_path.parent, row, line, problems)
+                if sample is not None:
+                    samples.append(sample)
+        except csv.Error as e:  # e.g. a field over the csv module's size limit
+            raise DatasetError(f"{csv_path}: not a readable CSV at row {line + 1}: {e}") from None
         labels = {s.label for s in samples if s.label is not None}
         class_names = CLASS_NAMES if labels <= set(CLASS_NAMES) else tuple(sorted(labels))
         return samples, class_names
