@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from lungaudit.training.callbacks import TrainCallback
 from lungaudit.training.checkpoint import Checkpoint, check_same_model, load_checkpoint, save_checkpoint
 from lungaudit.training.rundir import MetricsLog
-from lungaudit.training.stopping import StopRule, StopState, stopping_step
+from lungaudit.training.stopping import StopState, rule_for, stopping_step
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Stage:
     patience: int  # 0 disables early stopping
     chance: float = -math.inf  # the score of a model that learnt nothing; patience waits until it is left
     stop_margin: float = 0.0  # ... by this much
-    min_epochs: int = 0  # early stopping never fires before this epoch
+    min_epochs: int = 0  # earlier epochs are neither the best checkpoint nor stopped at
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -90,7 +90,7 @@ def run_stage(
     warmup = min(steps_per_epoch, max(1, total_steps // 20))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_with_warmup(s, warmup, total_steps))
 
-    rule = StopRule(stage.patience, stage.chance, stage.stop_margin, stage.min_epochs)
+    rule = rule_for(stage.patience, stage.chance, stage.stop_margin, stage.min_epochs, stage.epochs)
     start_epoch, best, bad_epochs = 0, -math.inf, 0
     if resume and last_path.is_file():
         ckpt = load_checkpoint(last_path, kind=stage.kind, class_names=stage.class_names, map_location=device)
