@@ -91,7 +91,7 @@ class ClsConfig:
     select_metric: str = "auc"  # auc | f1: validation score for best checkpoint and early stopping
     patience: int = 4  # early stopping: epochs without gain (0 = off), counted once out of chance
     stop_margin: float = 0.05  # the score must beat chance by this before patience counts
-    min_epochs: int = 7  # early stopping never fires before this epoch
+    min_epochs: int = 7  # earlier epochs are neither the best checkpoint nor counted by patience
     hflip: bool = False  # off: the heart sits on the left
     rotate_deg: float = 18.0
     scale: float = 0.05

@@ -39,7 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # this checkout's package, not an installed one
 from _bench_common import write_benchmark_section  # noqa: E402
 
+from lungaudit.classification.model import resolve_input_norm  # noqa: E402
 from lungaudit.config import apply_overrides, load_config, to_dict  # noqa: E402
+from lungaudit.runs.checkpoint import load_checkpoint  # noqa: E402
 from lungaudit.training.pipeline import train  # noqa: E402
 
 console = Console()
@@ -89,18 +91,38 @@ def write_manifest(folder: Path, items: list[tuple[Path, Path, str]], fold: np.n
     return path
 
 
-def run_fold(manifest: Path, out: Path, k: int, overrides: list[str]) -> dict[str, Any]:
-    cfg = apply_overrides(
+def fold_config(manifest: Path, out: Path, overrides: list[str]) -> Any:
+    return apply_overrides(
         load_config(ROOT / "configs/default.yaml"),
         [f"data.root={manifest}", "data.layout=manifest", "data.test_frac=0", "device=cpu", f"project={out}", *overrides],
     )
+
+
+def comparable(cfg: Any) -> dict[str, Any]:
+    """The config minus what differs between invocations without changing the training."""
+    d = to_dict(cfg)
+    d["data"].pop("root")
+    d["cls"]["input_norm"] = resolve_input_norm(cfg.cls)  # a run stores the resolved value
+    for key in ("project", "name", "device"):
+        d.pop(key)
+    return d
+
+
+def run_fold(cfg: Any, out: Path, k: int, reuse: bool) -> dict[str, Any]:
+    """Train and test fold ``k``; with ``reuse``, a fold already run with the same config is read back."""
+    record_path = out / f"fold{k}" / "bench_fold.json"
+    if reuse and record_path.is_file():
+        saved = json.loads(record_path.read_text())
+        if saved["config"] == comparable(cfg):
+            return saved["result"] | {"reused": True}
+        console.print(f"fold {k}: the saved run used another config; training again")
     t0, c0 = time.perf_counter(), time.process_time()
     result = train(cfg, stage="cls", run_dir=out / f"fold{k}")
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     cls = result.test_metrics["classification"]
     rows = list(csv.DictReader(open(result.run_dir / "metrics.csv")))
-    best = max(rows, key=lambda r: float(r["val_score"]))
-    return {
+    best = load_checkpoint(result.run_dir / "weights" / "cls_best.pt", kind="cls")
+    res = {
         "fold": k,
         "n_test": cls["full"]["n"],
         "acc": cls["full"]["accuracy"],
@@ -108,20 +130,23 @@ def run_fold(manifest: Path, out: Path, k: int, overrides: list[str]) -> dict[st
         "acc_masked": cls["masked"]["accuracy"],
         "auc_masked": cls["masked"]["macro_auc"],
         "epochs_run": len(rows),
-        "best_epoch": int(best["epoch"]),
-        "best_val_score": float(best["val_score"]),
+        "best_epoch": best.epoch,
+        "best_val_score": best.best_metric,
         "wall_s": wall,
         "cpu_s": cpu,
-        "cls_s": result.stage_times_s.get("cls", float("nan")),
-    }, cfg
+        "load_1min": os.getloadavg()[0],  # wall time on a shared machine grows with the load
+    }
+    record_path.write_text(json.dumps({"config": comparable(cfg), "result": res}, indent=2))
+    return res
 
 
 def summarise(folds: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"n_folds": len(folds)}
     for key in ("acc", "auc", "acc_masked", "auc_masked", "wall_s", "cpu_s", "epochs_run"):
-        v = np.array([f[key] for f in folds], float)
+        v = np.array([np.nan if f.get(key) is None else f[key] for f in folds], float)
+        v = v[np.isfinite(v)]  # a fold read back from before CPU time was recorded has none
         out[key] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-                    "min": float(v.min()), "max": float(v.max())}
+                    "min": float(v.min()), "max": float(v.max()), "n": int(len(v))} if len(v) else None
     return out
 
 
@@ -131,23 +156,36 @@ def print_tables(folds: list[dict[str, Any]], summary: dict[str, Any]) -> None:
         t.add_column(c, justify="right")
     for f in folds:
         t.add_row(str(f["fold"]), str(f["n_test"]), f"{f['acc']:.3f}", f"{f['auc']:.3f}", f"{f['acc_masked']:.3f}",
-                  f"{f['auc_masked']:.3f}", str(f["epochs_run"]), str(f["best_epoch"]), f"{f['wall_s']:.0f}s", f"{f['cpu_s']:.0f}s")
+                  f"{f['auc_masked']:.3f}", str(f["epochs_run"]), str(f["best_epoch"]), f"{f['wall_s']:.0f}s", "—" if f.get("cpu_s") is None else f"{f['cpu_s']:.0f}s")
     console.print(t)
     s = Table(title="Over folds", title_justify="left")
     for c in ("metric", "mean", "std", "min", "max"):
         s.add_column(c, justify="right")
     for key in ("auc", "acc", "auc_masked", "acc_masked", "wall_s", "cpu_s"):
         m = summary[key]
+        if m is None:
+            continue
         s.add_row(key, *(f"{m[x]:.3f}" if not key.endswith("_s") else f"{m[x]:.0f}" for x in ("mean", "std", "min", "max")))
     console.print(s)
 
 
+def _row(name: str, m: dict[str, float] | None, scale: float = 1.0, unit: str = "") -> str:
+    if m is None:
+        return f"| {name} | — | — | — | — |"
+    cells = " | ".join(f"{m[k] / scale:.{1 if unit else 3}f}{unit}" for k in ("mean", "std", "min", "max"))
+    return f"| {name} | {cells} |"
+
+
+def _minutes(v: float | None) -> str:
+    return "—" if v is None else f"{v / 60:.1f} min"
+
+
 def record(summary: dict[str, Any], folds: list[dict[str, Any]], cfg: Any, command: str, n: int) -> None:
-    a, c, w = summary["auc"], summary["acc"], summary["wall_s"]
     cls = to_dict(cfg.cls)
+    cpu = summary["cpu_s"]
     body = "\n".join([
-        f"Measured {dt.date.today()} on {platform.machine()} CPU ({torch.get_num_threads()} threads, "
-        f"1-min load {os.getloadavg()[0]:.1f} at the end), torch {torch.__version__}; `{command}`.",
+        f"Measured {dt.date.today()} on {platform.machine()} CPU ({torch.get_num_threads()} threads; the machine is "
+        f"shared, so the 1-min load average is given per fold), torch {torch.__version__}; `{command}`.",
         f"{n} Shenzhen radiographs (Normal vs TB, {summary['n_folds']} stratified folds, seed 0), classifier from "
         f"scratch with `configs/default.yaml` ({cls['arch']} at {cls['image_size']} px, {cls['epochs']} epochs of at "
         f"least {cls['min_epoch_steps']} steps, batch {cls['batch_size']}, selection on validation {cls['select_metric']}), "
@@ -155,16 +193,17 @@ def record(summary: dict[str, Any], folds: list[dict[str, Any]], cfg: Any, comma
         "",
         "| | mean | std | min | max |",
         "|---|---:|---:|---:|---:|",
-        f"| test ROC-AUC (full image) | {a['mean']:.3f} | {a['std']:.3f} | {a['min']:.3f} | {a['max']:.3f} |",
-        f"| test accuracy (full image) | {c['mean']:.3f} | {c['std']:.3f} | {c['min']:.3f} | {c['max']:.3f} |",
-        f"| test ROC-AUC (lung-masked) | {summary['auc_masked']['mean']:.3f} | {summary['auc_masked']['std']:.3f} | "
-        f"{summary['auc_masked']['min']:.3f} | {summary['auc_masked']['max']:.3f} |",
-        f"| wall time per fold | {w['mean'] / 60:.1f} min | {w['std'] / 60:.1f} min | {w['min'] / 60:.1f} min | {w['max'] / 60:.1f} min |",
+        _row("test ROC-AUC (full image)", summary["auc"]),
+        _row("test accuracy (full image)", summary["acc"]),
+        _row("test ROC-AUC (lung-masked)", summary["auc_masked"]),
+        _row("test accuracy (lung-masked)", summary["acc_masked"]),
+        _row("wall time per fold", summary["wall_s"], 60, " min"),
+        _row(f"CPU time per fold, both cores ({cpu['n'] if cpu else 0} folds)", cpu, 60, " min"),
         "",
-        "| fold | n test | AUC | accuracy | epochs run | best epoch | wall |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| fold | n test | AUC | accuracy | epochs run | best epoch | wall | CPU | load |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(f"| {f['fold']} | {f['n_test']} | {f['auc']:.3f} | {f['acc']:.3f} | {f['epochs_run']} | {f['best_epoch']} | "
-          f"{f['wall_s'] / 60:.1f} min |" for f in folds),
+          f"{_minutes(f['wall_s'])} | {_minutes(f.get('cpu_s'))} | {f.get('load_1min', float('nan')):.1f} |" for f in folds),
     ])
     write_benchmark_section(ROOT / "BENCHMARKS.md", SECTION, body)
 
@@ -178,6 +217,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="fold assignment seed")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override, as lungaudit --set")
     ap.add_argument("--record", action="store_true", help="write the BENCHMARKS.md section")
+    ap.add_argument("--reuse", action="store_true", help="read back folds already run in --out with the same config")
     args = ap.parse_args()
     if not args.data.is_dir():
         sys.exit(f"{args.data} not found: this benchmark needs the Shenzhen sample (../shared/realsample/shenzhen)")
@@ -187,7 +227,8 @@ def main() -> None:
     results, cfg = [], None
     with tempfile.TemporaryDirectory(prefix="bench_real_cls_") as tmp:
         for k in todo:
-            res, cfg = run_fold(write_manifest(Path(tmp), items, fold, k), args.out, k, args.overrides)
+            cfg = fold_config(write_manifest(Path(tmp), items, fold, k), args.out, args.overrides)
+            res = run_fold(cfg, args.out, k, args.reuse)
             results.append(res)
             console.print(f"fold {k}: AUC {res['auc']:.3f}  acc {res['acc']:.3f}  ({res['wall_s']:.0f}s, {res['epochs_run']} epochs)")
     summary = summarise(results)

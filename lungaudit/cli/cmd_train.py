@@ -40,8 +40,8 @@ class RichTrainProgress(TrainCallback):
                              description=f"{stage} epoch {epoch + 1}/{self.epochs} loss {loss:.3f}")
 
     def epoch_end(self, stage: str, row: dict[str, Any]) -> None:
-        keys = ("val_dice_pp", "val_iou_pp") if stage == "seg" else ("val_macro_f1", "val_macro_f1_masked", "val_acc")
-        stats = "  ".join(f"{k[4:]} {fmt(row[k])}" for k in keys)
+        keys = ("val_dice_pp", "val_iou_pp") if stage == "seg" else ("val_auc", "val_auc_masked", "val_macro_f1", "val_acc")
+        stats = "  ".join(f"{k[4:]} {fmt(row.get(k))}" for k in keys)
         self.progress.console.print(
             f"  {stage} epoch {row['epoch']}: loss {fmt(row['train_loss'])}  {stats}  ({row['epoch_time_s']:.1f}s)"
         )

@@ -22,7 +22,7 @@ from lungaudit.device import autocast, prepare_model
 from lungaudit.runs.checkpoint import Checkpoint, check_same_model, load_checkpoint, save_checkpoint
 from lungaudit.runs.rundir import MetricsLog
 from lungaudit.training.callbacks import TrainCallback
-from lungaudit.training.stopping import StopRule, StopState, stopping_step
+from lungaudit.training.stopping import StopState, rule_for, stopping_step
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Stage:
     patience: int  # 0 disables early stopping
     chance: float = -math.inf  # the score of a model that learnt nothing; patience waits until it is left
     stop_margin: float = 0.0  # ... by this much
-    min_epochs: int = 0  # early stopping never fires before this epoch
+    min_epochs: int = 0  # earlier epochs are neither the best checkpoint nor stopped at
 
 
 @dataclass
@@ -89,7 +89,7 @@ def run_stage(
     tests use it to simulate a crash without killing the process.
     """
     fit = _Fit.open(stage, weights_dir, device)
-    rule = StopRule(stage.patience, stage.chance, stage.stop_margin, stage.min_epochs)
+    rule = rule_for(stage.patience, stage.chance, stage.stop_margin, stage.min_epochs, stage.epochs)
     state, start_epoch, done = StopState(-math.inf, 0), 0, False
     if resume and fit.last_path.is_file():
         state, start_epoch, done = _resume(fit, callback)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from lungaudit.training.stopping import StopRule, StopState, stopping_step
+from lungaudit.training.stopping import StopRule, StopState, rule_for, stopping_step
 
 AUC = StopRule(patience=3, chance=0.5, margin=0.05, min_epochs=0)
 
@@ -35,10 +35,20 @@ def test_patience_counts_only_after_leaving_chance_by_the_margin():
     assert stop is None and state.best == 0.7 and state.bad_epochs == 2
 
 
-def test_min_epochs_delays_the_stop_but_not_the_count():
-    scores = [0.8, 0.7, 0.7, 0.7, 0.7, 0.7]
-    assert run(scores, AUC)[0] == 4
-    assert run(scores, StopRule(patience=3, chance=0.5, margin=0.05, min_epochs=6))[0] == 6
+def test_early_epochs_are_neither_best_nor_counted():
+    scores = [0.8, 0.7, 0.7, 0.7, 0.7, 0.7, 0.6, 0.6]
+    assert run(scores, AUC)[0] == 4  # without a warm-up the lucky first epoch stops the run
+    rule = StopRule(patience=3, chance=0.5, margin=0.05, min_epochs=4)
+    stop, state = run(scores, rule)
+    assert stop == 7 and state.best == 0.7  # epoch 1's 0.8 was never the best
+    state, improved, stop = stopping_step(StopState(), 0.9, 1, rule)
+    assert state == StopState() and not improved and not stop
+
+
+def test_a_short_run_still_has_a_best_epoch():
+    rule = rule_for(patience=4, chance=0.5, margin=0.05, min_epochs=7, epochs=2)
+    assert rule.min_epochs == 2
+    assert stopping_step(StopState(), 0.5, 2, rule)[1]
 
 
 def test_improvement_resets_and_is_reported():

@@ -164,3 +164,17 @@ def test_training_starts_from_a_previous_run(tiny_run, tmp_path):
     after = load_checkpoint(result.run_dir / "weights" / "cls_best.pt")
     assert after.config["input_norm"] == "none"  # the run it started from trained without normalisation
     assert torch.allclose(after.model_state["layer1.0.conv1.weight"], before["layer1.0.conv1.weight"], atol=1e-6)
+
+
+def test_cli_weights_option_fails_clearly_naming_the_file(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from lungaudit.cli.main import app
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "--weights", "missing.pt", "--set", f"project={tmp_path}"])
+    assert result.exit_code == 2 and "missing.pt does not exist" in result.output
+    torch.save(build_classifier(CFG, 2).state_dict(), tmp_path / "plain.pt")
+    result = runner.invoke(app, ["train", "--weights", "plain.pt"])
+    assert result.exit_code == 2 and "--stage cls" in result.output
