@@ -102,7 +102,10 @@ def test_a_relabel_without_class_is_shown_wherever_it_is(make_audit):
             downloads: list[object] = []
             page.on("download", lambda d: downloads.append(d))
             page.click("#download")
-            page.wait_for_timeout(300)
+            # Wait for the page to settle on the refused card (a fixed sleep was flaky on a loaded CI box).
+            page.wait_for_function(
+                "() => document.querySelector('#gallery-cards article.card.invalid') !== null"
+                " && document.querySelector('#pager-top .page-input').value === '2'", timeout=10_000)
             bad = page.locator("#gallery-cards article.card.invalid")
             shown = (bad.count(), bad.first.get_attribute("data-key"), page.locator("#filter-region").input_value(),
                      page.locator("#pager-top .page-input").input_value())
