@@ -28,6 +28,7 @@ TOKENS: tuple[str, ...] = (
     "ST LUKE'S", "MERCY GEN", "RAD 2", "ICU", "CXR-3", "WARD 7",
 )  # fmt: skip
 SHRINK: tuple[float, ...] = (1.0, 0.8, 0.64, 0.5)
+MIN_CAP_PX = 5.0  # smaller capitals render as blobs, or as nothing at all
 
 
 class Placed(NamedTuple):
@@ -84,10 +85,11 @@ def make_text(rng: np.random.Generator, canvas: Canvas, corner: str, cue_class: 
     opacity = float(rng.uniform(0.85, 1.0))
 
     def build(scale: float) -> Stamp:
-        c = cap * scale
+        c = max(MIN_CAP_PX, cap * scale)
         ink = render_text(token, font, c, weight)
-        if ink.shape[1] > 0.38 * canvas.width:  # a long word on a narrow film: keep it in its corner
-            ink = render_text(token, font, c * 0.38 * canvas.width / ink.shape[1], weight)
+        if ink.shape[1] > 0.38 * canvas.width and c > MIN_CAP_PX:  # a long word on a narrow film
+            c = max(MIN_CAP_PX, c * 0.38 * canvas.width / ink.shape[1])
+            ink = render_text(token, font, c, weight)
         style = f"text '{token}' {font.name} cap {c:.0f}px"
         if not plated:
             return Stamp(ink, None, "auto", plate_tone, opacity, style + " bare")
