@@ -18,7 +18,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from lungaudit.data.plant.canvas import CORNERS, EDGES, Canvas, Stamp
+from lungaudit.data.plant.canvas import EDGES, Canvas, Stamp
 from lungaudit.data.plant.glyphs import available_fonts, render_text
 
 # Real stamps (DeGrave et al. 2021; Zech et al. 2018): laterality, projection and position, portable
@@ -77,14 +77,17 @@ def make_text(rng: np.random.Generator, canvas: Canvas, corner: str, cue_class: 
     token = words[int(rng.integers(len(words)))]
     fonts = available_fonts()
     font = fonts[int(rng.integers(len(fonts)))]
-    cap = canvas.side * float(rng.uniform(0.045, 0.085) if len(token) <= 2 else rng.uniform(0.025, 0.05))
-    weight = float(rng.uniform(0.07, 0.15))
+    # Sizes and strokes of real stamps (a 512 px Shenzhen "L" is ~25 px tall, ~4 px strokes): still a
+    # shape, not a smudge, once the film is shrunk to a 128 px model input.
+    cap = canvas.side * float(rng.uniform(0.05, 0.09) if len(token) <= 2 else rng.uniform(0.03, 0.055))
+    weight = float(rng.uniform(0.1, 0.18))
     plated = bool(rng.random() < 0.4)
     plate_tone = "dark" if rng.random() < 0.7 else "bright"
     pad_frac = float(rng.uniform(0.2, 0.45))
     opacity = float(rng.uniform(0.85, 1.0))
 
     def build(scale: float) -> Stamp:
+        """The stamp at ``scale`` of its drawn size (the style is drawn once, before any shrinking)."""
         c = max(MIN_CAP_PX, cap * scale)
         ink = render_text(token, font, c, weight)
         if ink.shape[1] > 0.38 * canvas.width and c > MIN_CAP_PX:  # a long word on a narrow film
@@ -115,13 +118,13 @@ def _ruler_ink(length: int, thick: int, n_ticks: int, stroke: int, base_far: boo
 def make_ruler(rng: np.random.Generator, canvas: Canvas, corner: str, cue_class: int, n_classes: int) -> Placed | None:
     """A radio-opaque ruler with tick marks along an edge from ``corner``, with or without a backing strip."""
     s = canvas.side
-    length, thick = float(rng.uniform(0.18, 0.3)) * s, float(rng.uniform(0.025, 0.04)) * s
-    n_ticks = int(rng.integers(10, 21))
+    length, thick = float(rng.uniform(0.18, 0.3)) * s, float(rng.uniform(0.03, 0.05)) * s
+    n_ticks = int(rng.integers(6, 13))  # ticks a few model pixels apart, not one blur
     vertical = bool(rng.random() < 0.4)
     base_far = bool(rng.random() < 0.5)
     backed = bool(rng.random() < 0.5)
     opacity = float(rng.uniform(0.85, 1.0))
-    stroke = max(1, round(s / 300))
+    stroke = max(1, round(s / 170))
 
     def build(scale: float) -> Stamp:
         ln, th = max(8, round(length * scale)), max(4, round(thick * scale))
@@ -176,12 +179,15 @@ def make_band(rng: np.random.Generator, canvas: Canvas, edge: str, cue_class: in
     return Placed(Stamp(ink, None, tone, "dark", opacity, f"band {edge} {width}px {tone}"), y, x)
 
 
-# Anchors per class: for two classes every cue of class 0 sits on the left, class 1 on the right.
+# Anchors per class: for two classes every cue of class 0 sits on the left, class 1 on the right, and
+# the corner cues take the bottom corners first: real laterality markers crowd the top corners, and a
+# planted cue there would compete with (or hide behind) them rather than be a cue of its own.
+BOTTOM_FIRST: tuple[str, ...] = ("BL", "BR", "TL", "TR")
 KINDS: dict[str, CueKind] = {
-    "text": CueKind("text", CORNERS, 3, make_text),
-    "ruler": CueKind("ruler", ("BL", "BR", "TL", "TR"), 1, make_ruler),
+    "text": CueKind("text", BOTTOM_FIRST, 3, make_text),
+    "ruler": CueKind("ruler", BOTTOM_FIRST, 1, make_ruler),
     "band": CueKind("band", EDGES, 1, make_band),
-    "patch": CueKind("patch", ("BL", "BR", "TL", "TR"), 1, make_patch),
+    "patch": CueKind("patch", BOTTOM_FIRST, 1, make_patch),
 }
 
 
