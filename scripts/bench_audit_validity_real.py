@@ -176,13 +176,21 @@ def _box_region(labels: np.ndarray, box: tuple[int, int, int, int] | None) -> st
     return REGION_NAMES[int(np.bincount(inside).argmax())] if inside.size else ""
 
 
-def _cause(f: dict[str, Any]) -> str:
+def _corner(y: float, x: float, size: int, frac: float = 0.3) -> str:
+    """``TL``/``TR``/``BL``/``BR`` when (y, x) lies within ``frac`` of the side from both edges of a corner."""
+    lo, hi = frac * size, (1 - frac) * size
+    v = "T" if y < lo else "B" if y >= hi else ""
+    h = "L" if x < lo else "R" if x >= hi else ""
+    return v + h if v and h else ""
+
+
+def _cause(f: dict[str, Any], near: float) -> str:
     """Most likely reason a flag fired on a prediction that does not rest on the planted cue."""
     if f["on_real_marker"]:
         return "real_marker"
     if f["on_cue"]:
         return "planted_cue_not_relied_on"
-    if f["edge_share"] >= 0.5:
+    if f["hotspot_dist_to_lung"] is not None and f["hotspot_dist_to_lung"] <= near:
         return "lung_edge"
     if f["dark"]:
         return "dark_background"
@@ -193,8 +201,9 @@ def describe_flags(rows: list[dict], ctx: dict[str, Any], cfg: AuditConfig, cell
     """Per flagged image: reliant or not, where its counted heat is, what it sits on, and the likely cause.
 
     The audit counts heat outside the lungs dilated by its tolerance; the hotspot here is the hottest
-    such pixel, and ``edge_share`` the part of that counted heat lying within one CAM cell of the
-    tolerance band (heat that hugs the lung edge rather than sitting on something outside).
+    such pixel. It is "at the lung edge" when it lies within half a CAM cell of the tolerance band,
+    i.e. where a coarse CAM spills heat from inside the lungs; ``edge_share`` is the part of the
+    counted heat within one cell of the band.
     """
     heat, masks, x, boxes, twin_pred = ctx["heat"], ctx["masks"], ctx["x"], ctx["boxes"], ctx["twin_pred"]
     size = masks.shape[-1]
@@ -216,13 +225,15 @@ def describe_flags(rows: list[dict], ctx: dict[str, Any], cfg: AuditConfig, cell
             "reliant": twin_pred[r["key"]] != r["pred"], "reasons": r["reasons"], "region": r["region"],
             "hotspot_region": REGION_NAMES[labels[i, y, xx]] if spot and labels[i, y, xx] >= 0 else "",
             "cue_region": _box_region(labels[i], box),
+            "hotspot_corner": _corner(y, xx, size) if spot else "",
+            "cue_corner": _corner((box[1] + box[3]) / 2, (box[0] + box[2]) / 2, size) if box else "",
             "on_cue": bool(box) and hotspot_overlaps_marker(h, m, [box]), "on_real_marker": bool(real),
-            "hotspot_dist_to_lung": float(dist[y, xx]) if spot else None,
-            "edge_share": float(c[dist <= tol + cell].sum() / c.sum()) if c.sum() > 0 else 0.0,
+            "hotspot_dist_to_lung": round(float(dist[y, xx]), 1) if spot else None,
+            "edge_share": round(float(c[dist <= tol + cell].sum() / c.sum()), 3) if c.sum() > 0 else 0.0,
             "dark": bool(spot) and float(x[i, 0, max(0, y - 2) : y + 3, max(0, xx - 2) : xx + 3].mean()) < 0.1,
             "cleared_by_one_cell_tolerance": r["reasons"] == REASONS[0] and float(wide[i]) <= cfg.out_threshold,
         }  # fmt: skip
-        f["cause"] = "" if f["reliant"] else _cause(f)
+        f["cause"] = "" if f["reliant"] else _cause(f, tol + cell / 2)
         out.append(f)
     return out
 
@@ -242,7 +253,11 @@ def flag_summary(flags: list[dict[str, Any]]) -> dict[str, Any]:
         "lung_edge_false_alarms_by_label": dict(Counter(f["label"] for f in fp if f["cause"] == "lung_edge")),
         "true_flags": len(tp),
         "true_flags_hotspot_on_cue": sum(f["on_cue"] for f in tp),
+        "true_flags_hotspot_in_cue_corner": sum(bool(f["cue_corner"]) and f["hotspot_corner"] == f["cue_corner"] for f in tp),
+        "true_flags_hotspot_in_another_corner": sum(bool(f["hotspot_corner"]) and f["hotspot_corner"] != f["cue_corner"] for f in tp),
         "true_flags_by_kind": dict(Counter(f["kind"] for f in tp)),
+        "hotspot_dist_to_lung_true_flags": sorted(f["hotspot_dist_to_lung"] for f in tp if f["hotspot_dist_to_lung"] is not None),
+        "hotspot_dist_to_lung_false_alarms": sorted(f["hotspot_dist_to_lung"] for f in fp if f["hotspot_dist_to_lung"] is not None),
     }
 
 
@@ -268,7 +283,9 @@ def evaluate(cfg: TrainConfig, data_dir: Path, test: list[Sample], args: argpars
     t0 = time.perf_counter()
     if not (args.reuse and (run_dir / "weights" / "cls_best.pt").is_file()):
         train(cfg, stage="cls", run_dir=run_dir)
-    train_s = time.perf_counter() - t0
+        train_s = time.perf_counter() - t0
+    else:  # the time the reused run took, not the time it took to skip it
+        train_s = json.loads((run_dir / "test_metrics.json").read_text())["stage_times_s"].get("cls", 0.0)
     audit_dir = args.out / "audit" / cfg.name
     ds = load_dataset(data_dir)
     ds.samples = test
@@ -290,8 +307,14 @@ def evaluate(cfg: TrainConfig, data_dir: Path, test: list[Sample], args: argpars
     tp = summary["true_flags"]
     result["tp_hotspot_on_cue"] = summary["true_flags_hotspot_on_cue"] / tp if tp else None
     result["flagged_region_is_cues"] = float(np.mean([f["region"] == f["cue_region"] for f in flags])) if flags else None
+    missed = [  # shortcut-reliant predictions the audit let through, and how far from flagging they were
+        {"key": Path(r["key"]).name, "kind": ctx["kinds"][r["key"]], "e_out_tol": r["e_out_tol"], "region": r["region"]}
+        for r in rows
+        if r["flagged"] != "true" and ctx["twin_pred"][r["key"]] != r["pred"]
+    ]
     return result | {
         "per_kind": per_kind(rows, ctx["twin_pred"], ctx["kinds"]),
+        "missed_reliant": missed,
         "flags": summary,
         "train_s": round(train_s, 1),
         "audit_images_per_s": round(res.images_per_s, 1),

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from lungaudit.data.plant.canvas import EDGES, Canvas, Stamp
+from lungaudit.data.plant.canvas import EDGES, MIN_CONTRAST, Canvas, Stamp
 from lungaudit.data.plant.glyphs import available_fonts, render_text
 
 # Real stamps (DeGrave et al. 2021; Zech et al. 2018): laterality, projection and position, portable
@@ -71,6 +71,28 @@ def _first_fit(rng: np.random.Generator, canvas: Canvas, corner: str, build: Cal
     return None
 
 
+def _under_ink(canvas: Canvas, placed: Placed) -> float:
+    """Median grey level of the film under a placed stamp's strokes."""
+    h, w = placed.stamp.shape
+    region = canvas.image[placed.y : placed.y + h, placed.x : placed.x + w]
+    strokes = placed.stamp.ink > 0.5
+    return float(np.median(region[strokes])) if strokes.any() else float(region.mean())
+
+
+def _legible_fit(
+    rng: np.random.Generator, canvas: Canvas, corner: str, build: Callable[[float, str | None], Stamp], plate: str | None
+) -> Placed | None:
+    """Place a white stamp; where white would not show (bright abdomen, soft tissue), put it on a dark plate.
+
+    Burned-in text and lead rulers show white; consoles put text on a dark box where the film is
+    bright, rather than printing it dark. Falls back to the bare stamp (drawn dark) if no plate fits.
+    """
+    placed = _first_fit(rng, canvas, corner, lambda scale: build(scale, plate))
+    if placed is None or plate is not None or _under_ink(canvas, placed) < 255 - MIN_CONTRAST:
+        return placed
+    return _first_fit(rng, canvas, corner, lambda scale: build(scale, "dark")) or placed
+
+
 def make_text(rng: np.random.Generator, canvas: Canvas, corner: str, cue_class: int, n_classes: int) -> Placed | None:
     """A burned-in word or laterality letter, bare or on a plate, in one of several faces."""
     words = tokens_for(cue_class, n_classes)
@@ -86,7 +108,7 @@ def make_text(rng: np.random.Generator, canvas: Canvas, corner: str, cue_class: 
     pad_frac = float(rng.uniform(0.2, 0.45))
     opacity = float(rng.uniform(0.85, 1.0))
 
-    def build(scale: float) -> Stamp:
+    def build(scale: float, plate: str | None) -> Stamp:
         """The stamp at ``scale`` of its drawn size (the style is drawn once, before any shrinking)."""
         c = max(MIN_CAP_PX, cap * scale)
         ink = render_text(token, font, c, weight)
@@ -94,12 +116,12 @@ def make_text(rng: np.random.Generator, canvas: Canvas, corner: str, cue_class: 
             c = max(MIN_CAP_PX, c * 0.38 * canvas.width / ink.shape[1])
             ink = render_text(token, font, c, weight)
         style = f"text '{token}' {font.name} cap {c:.0f}px"
-        if not plated:
-            return Stamp(ink, None, "auto", plate_tone, opacity, style + " bare")
-        ink, plate = _with_plate(ink, max(1, round(c * pad_frac)))
-        return Stamp(ink, plate, "auto", plate_tone, opacity, style + f" on a {plate_tone} plate")
+        if plate is None:
+            return Stamp(ink, None, "bright", "dark", opacity, style + " bare")
+        ink, backing = _with_plate(ink, max(1, round(c * pad_frac)))
+        return Stamp(ink, backing, "bright", plate, opacity, style + f" on a {plate} plate")
 
-    return _first_fit(rng, canvas, corner, build)
+    return _legible_fit(rng, canvas, corner, build, plate_tone if plated else None)
 
 
 def _ruler_ink(length: int, thick: int, n_ticks: int, stroke: int, base_far: bool) -> np.ndarray:
@@ -126,18 +148,19 @@ def make_ruler(rng: np.random.Generator, canvas: Canvas, corner: str, cue_class:
     opacity = float(rng.uniform(0.85, 1.0))
     stroke = max(1, round(s / 170))
 
-    def build(scale: float) -> Stamp:
+    def build(scale: float, plate: str | None) -> Stamp:
+        """The ruler at ``scale`` of its drawn size, bare or on a backing strip."""
         ln, th = max(8, round(length * scale)), max(4, round(thick * scale))
         ink = _ruler_ink(ln, th, n_ticks, stroke, base_far)
-        plate = None
-        if backed:
-            ink, plate = _with_plate(ink, max(1, round(th * 0.2)))
+        backing = None
+        if plate is not None:
+            ink, backing = _with_plate(ink, max(1, round(th * 0.2)))
         if vertical:
-            ink, plate = ink.T.copy(), None if plate is None else plate.T.copy()
-        style = f"ruler {n_ticks} ticks {ln}px {'vertical' if vertical else 'horizontal'} {'on a strip' if backed else 'bare'}"
-        return Stamp(ink, plate, "bright", "dark", opacity, style)
+            ink, backing = ink.T.copy(), None if backing is None else backing.T.copy()
+        style = f"ruler {n_ticks} ticks {ln}px {'vertical' if vertical else 'horizontal'} {'on a strip' if plate else 'bare'}"
+        return Stamp(ink, backing, "bright", "dark", opacity, style)
 
-    return _first_fit(rng, canvas, corner, build)
+    return _legible_fit(rng, canvas, corner, build, "dark" if backed else None)
 
 
 def make_patch(rng: np.random.Generator, canvas: Canvas, corner: str, cue_class: int, n_classes: int) -> Placed | None:
