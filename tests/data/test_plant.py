@@ -258,6 +258,23 @@ def test_each_kind_alone_plants_valid_cues(tmp_path: Path, kind: str) -> None:
     assert all(r["shortcut_style"].startswith(kind) for r in result.rows)
 
 
+def test_text_on_a_bright_film_is_white_on_a_dark_plate(tmp_path: Path) -> None:
+    """Burned-in text shows white; where the film is too bright for that, it gets a dark plate."""
+    real = tmp_path / "real"
+    for i in range(8):
+        mask = np.zeros((112, 112), np.uint8)
+        cv2.ellipse(mask, (56, 56), (30, 34), 0, 0, 360, 255, -1)
+        _write(real / "images" / f"B_{i}_{i % 2}.png", np.where(mask > 0, 90, 225).astype(np.uint8))
+        _write(real / "masks" / f"B_{i}_{i % 2}.png", mask)
+    result = plant(real, tmp_path / "out", PlantConfig(kinds=("text",)), suffix_labels=SUFFIXES)
+    for r in result.rows:
+        assert "on a dark plate" in r["shortcut_style"] or "on a bright plate" in r["shortcut_style"], r
+        x0, y0, x1, y1 = _box(r["shortcut_box"])
+        patch = _gray(tmp_path / "out" / r["path"])[y0:y1, x0:x1]
+        if "dark plate" in r["shortcut_style"]:
+            assert patch.min() <= 40 and int(patch.max()) - int(patch.min()) >= 100, "light strokes on a dark plate"
+
+
 def test_registry_names_match_the_config_kinds() -> None:
     assert tuple(KINDS) == KIND_NAMES
     for spec in KINDS.values():
