@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from lungaudit.audit.run import AuditResult
     from lungaudit.config import AuditConfig, SynthConfig, TrainConfig
     from lungaudit.data.layouts import Inspection
+    from lungaudit.data.plant import PlantConfig, PlantResult
     from lungaudit.data.records import Dataset
     from lungaudit.report.gate import GatePolicy, GateResult
     from lungaudit.report.review import ReviewCounts
@@ -49,6 +50,32 @@ def synth(out: str | Path, cfg: SynthConfig | None = None, *, progress: Progress
     base = cfg or load_config().synth
     generate(Path(out), replace(base, **fields), progress=progress)
     return Path(out)
+
+
+def plant(
+    real_dir: str | Path,
+    out: str | Path,
+    cfg: PlantConfig | None = None,
+    *,
+    labels: str | Path | None = None,
+    suffix_labels: str | None = None,
+    progress: Progress | None = None,
+    **fields: Any,
+) -> PlantResult:
+    """Burn label-correlated shortcuts (text markers, rulers, bands, patches) into real radiographs.
+
+    ``real_dir`` holds radiographs with lung masks; labels come from ``labels`` (a CSV) or from the
+    file name's last ``_suffix`` (``suffix_labels="0=Normal,1=TB"``). Test images get clean twins, so
+    the audit can be scored on real anatomy. Keyword ``fields`` override :class:`PlantConfig` keys
+    (``rate=0.9, seed=1``). Raises ``DatasetError`` (with the problems) or ``ValueError``.
+    """
+    from dataclasses import replace
+
+    from lungaudit.data.plant import PlantConfig
+    from lungaudit.data.plant import plant as _plant
+
+    config = replace(cfg or PlantConfig(), **fields)
+    return _plant(Path(real_dir), Path(out), config, labels=Path(labels) if labels is not None else None, suffix_labels=suffix_labels, progress=progress)
 
 
 def inspect(data: str | Path, *, layout: str = "auto", progress: Progress | None = None) -> Inspection:
