@@ -6,6 +6,9 @@ The public API (see ``lungaudit.api`` and the README)::
     run = la.train("data/synth")
     result = la.audit(run=run.run_dir, split="test")
     la.gate(result.out_dir, max_flag_rate=0.25).passed
+    la.explain("data/synth/COVID/images", run=run.run_dir)   # panels: several methods side by side
+    la.sanity(run.run_dir)                                     # Adebayo sanity checks per method
+    la.features(run=run.run_dir)                               # embeddings + source-leakage probe
 """
 
 __version__ = "0.2.0"
@@ -22,12 +25,15 @@ from lungaudit.api import (  # noqa: E402
     audit,
     compare,
     demo,
+    explain,
+    features,
     gate,
     inspect,
     load_config,
     load_dataset,
     load_run,
     report,
+    sanity,
     synth,
     train,
 )
@@ -39,12 +45,15 @@ __all__ = [
     "audit",
     "compare",
     "demo",
+    "explain",
+    "features",
     "gate",
     "inspect",
     "load_config",
     "load_dataset",
     "load_run",
     "report",
+    "sanity",
     "synth",
     "train",
 ]
