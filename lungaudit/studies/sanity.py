@@ -80,13 +80,21 @@ def verdict_of(*verdicts: str) -> str:
     return "pass" if all(v == "pass" for v in verdicts) else "undefined"
 
 
-def load_random_label_model(path: Path, device: torch.device) -> nn.Module:
-    """A random-label classifier from an earlier sanity run (its folder, or the ``.pt`` itself)."""
+def random_label_checkpoint(path: Path) -> Path:
+    """The random-label classifier's checkpoint named by ``path``: an earlier sanity folder, its
+    ``random_labels`` folder, or the ``.pt`` file itself."""
     path = Path(path)
-    ckpt_path = path / "weights" / "cls_best.pt" if path.is_dir() else path
-    if path.is_dir() and not ckpt_path.is_file() and (path / "random_labels" / "weights" / "cls_best.pt").is_file():
-        ckpt_path = path / "random_labels" / "weights" / "cls_best.pt"  # the sanity folder itself
-    return restore(load_checkpoint(ckpt_path, kind="cls", map_location=device), device)
+    if path.is_file():
+        return path
+    for candidate in (path / "random_labels" / "weights" / "cls_best.pt", path / "weights" / "cls_best.pt"):
+        if candidate.is_file():
+            return candidate
+    raise ValueError(f"{path}: no random-label classifier (expected {path / 'random_labels' / 'weights' / 'cls_best.pt'})")
+
+
+def load_random_label_model(path: Path, device: torch.device) -> nn.Module:
+    """A random-label classifier from an earlier sanity run (see :func:`random_label_checkpoint`)."""
+    return restore(load_checkpoint(random_label_checkpoint(path), kind="cls", map_location=device), device)
 
 
 def run_sanity(
@@ -184,7 +192,8 @@ def _document(
 ) -> dict[str, Any]:  # fmt: skip
     import json
 
-    rl_json = (Path(random_model) if random_model is not None else out_dir / "random_labels") / "random_labels.json"
+    rl_dir = random_label_checkpoint(random_model).parent.parent if random_model is not None else out_dir / "random_labels"
+    rl_json = rl_dir / "random_labels.json"
     c = ctx.models.cls_cfg
     return {
         "source": {
@@ -217,4 +226,4 @@ def _maps_figure(
     sanity_maps(x[0, 0].cpu().numpy(), rows, ["trained", "all layers random", "random labels"], out_dir / "sanity_maps.png")
 
 
-__all__ = ["SANITY_JSON", "SanityResult", "load_random_label_model", "pick_images", "run_sanity", "verdict_of"]
+__all__ = ["SANITY_JSON", "SanityResult", "load_random_label_model", "random_label_checkpoint", "pick_images", "run_sanity", "verdict_of"]
