@@ -43,6 +43,7 @@ from lungaudit.explain.cam import compute_cam, method_info
 from lungaudit.runs.restore import TrainedModels
 
 FLOORS = tuple(f for f in CAM_FLOORS if f != "auto")
+CHEAP_FORWARDS = 5.0  # bench_explain's line between methods timed by repetition and the heavy ones
 
 # Options that keep the expensive methods affordable on a CPU; printed with the table.
 AFFORDABLE: dict[str, dict[str, Any]] = {
@@ -54,44 +55,47 @@ AFFORDABLE: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class Batch:
+class SplitData:
+    """A split decoded once, held whole on the device: ``x``/``masks`` (N, 1, S, S), ``has_mask`` (N,),
+    ``lungs`` (N, S, S), per-image marker ``boxes``; the method-independent audit results once run."""
+
+    samples: list[Sample]
     x: torch.Tensor
     masks: torch.Tensor
     has_mask: torch.Tensor
+    lungs: torch.Tensor
     boxes: list
-    lungs: torch.Tensor | None = None
-
-
-@dataclass
-class SplitData:
-    samples: list[Sample]
-    batches: list[Batch]
     flip: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # masking flip (audit step)
     marker_flip: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     pred: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
 
+    def chunks(self, idx: np.ndarray, size: int) -> list[np.ndarray]:
+        return [idx[i : i + size] for i in range(0, len(idx), size)]
+
 
 def decode(samples: Sequence[Sample], models: TrainedModels, cfg: AuditConfig, device: torch.device) -> SplitData:
-    """The split decoded once (as the audit decodes it), batches kept on the device with their lungs."""
+    """The split decoded as the audit decodes it (given masks, marker boxes), with its lungs."""
     s = StepSettings.resolve(cfg, models)
     spec = DecodeSpec(s.size, not cfg.predict_masks, cfg.marker_side, None)
-    batches = []
+    parts: dict[str, list] = {"x": [], "masks": [], "has": [], "lungs": [], "boxes": []}
     for b in audit_loader(list(samples), spec, cfg.batch_size, 0, pin=False):
         bad = [e for e in b["error"] if e]
         if bad:
             raise ValueError(f"benchmark images must decode; got {bad[:3]}")
-        x = b["image"].to(device)
-        masks, has = b["mask"].to(device), b["has_mask"].to(device)
-        batches.append(Batch(x, masks, has, valid_boxes(b["boxes"]), lung_masks(models, x, masks, has, s.seg_size)))
-    return SplitData(list(samples), batches)
+        x, masks, has = b["image"].to(device), b["mask"].to(device), b["has_mask"].to(device)
+        for k, v in (("x", x), ("masks", masks), ("has", has), ("lungs", lung_masks(models, x, masks, has, s.seg_size))):
+            parts[k].append(v)
+        parts["boxes"] += valid_boxes(b["boxes"])
+    cat = {k: torch.cat(v) for k, v in parts.items() if k != "boxes"}
+    return SplitData(list(samples), cat["x"], cat["masks"], cat["has"], cat["lungs"], parts["boxes"])
 
 
 def method_independent(d: SplitData, models: TrainedModels, cfg: AuditConfig) -> None:
     """Predictions and both flips from the default audit step (the same for every method)."""
     s = StepSettings.resolve(cfg, models)
     flips, mflips, preds = [], [], []
-    for b in d.batches:
-        r = audit_step(models, b.x, b.masks, b.has_mask, b.boxes, s)
+    for c in d.chunks(np.arange(len(d.samples)), cfg.batch_size):
+        r = audit_step(models, d.x[c], d.masks[c], d.has_mask[c], [d.boxes[i] for i in c], s)
         flips.append(r.flip.cpu().numpy())
         mflips.append(r.marker_flip.cpu().numpy())
         preds.append(r.pred_full.cpu().numpy())
@@ -99,29 +103,44 @@ def method_independent(d: SplitData, models: TrainedModels, cfg: AuditConfig) ->
 
 
 def method_energies(
-    d: SplitData, models: TrainedModels, cfg: AuditConfig, method: str, options: dict[str, Any], tol: int, mem: PeakMemory
-) -> tuple[dict[str, dict[str, np.ndarray]], float, float, float]:
-    """{floor: {"e_out_tol", "e_out", "no_evidence"}} for every image, seconds in the method, seconds in
-    plain forwards of the same batches, and the peak extra MiB of one call."""
+    d: SplitData, idx: np.ndarray, models: TrainedModels, cfg: AuditConfig, method: str, options: dict[str, Any], tol: int,
+    mem: PeakMemory,
+) -> tuple[dict[str, dict[str, np.ndarray]], float, float, float]:  # fmt: skip
+    """{floor: {"e_out_tol", "e_out", "no_evidence"}} for the images ``idx``, seconds in the method,
+    seconds in plain forwards of the same batches, and the peak extra MiB of one call."""
     out: dict[str, dict[str, list[np.ndarray]]] = {f: {"e_out_tol": [], "e_out": [], "no_evidence": []} for f in FLOORS}
     t_method = t_fwd = peak = 0.0
     model = models.classifier
-    for b in d.batches:
+    for c in d.chunks(idx, cfg.batch_size):
+        x = d.x[c]
         t0 = time.perf_counter()
         with torch.no_grad():
-            model(b.x)
+            model(x)
         t_fwd += time.perf_counter() - t0
         mem.start()
         t0 = time.perf_counter()
-        res = compute_cam(model, b.x, cfg.target_layer, method=method, out_size=tuple(b.x.shape[-2:]), score=cfg.cam_score, options=options)
-        _sync(b.x.device)
+        res = compute_cam(model, x, cfg.target_layer, method=method, out_size=tuple(x.shape[-2:]), score=cfg.cam_score, options=options)
+        _sync(x.device)
         t_method += time.perf_counter() - t0
         peak = max(peak, mem.stop())
         for f in FLOORS:
-            e = lung_energy(apply_floor(res.cams, f), b.lungs, tol)
+            e = lung_energy(apply_floor(res.cams, f), d.lungs[c], tol)
             for k in out[f]:
                 out[f][k].append(e[k].cpu().numpy())
     return {f: {k: np.concatenate(v) for k, v in e.items()} for f, e in out.items()}, t_method, t_fwd, peak
+
+
+def subset(n: int, limit: int | None, seed: int, strata: np.ndarray | None = None) -> np.ndarray:
+    """Sorted indices of at most ``limit`` of ``n`` images, seeded; with ``strata`` (N,) bool the share
+    of True is kept (the test subset keeps the reliance rate, so precision keeps its meaning)."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    if strata is None:
+        return np.sort(rng.choice(n, limit, replace=False))
+    pos, neg = np.flatnonzero(strata), np.flatnonzero(~strata)
+    k = int(round(limit * len(pos) / n))
+    return np.sort(np.concatenate([rng.choice(pos, k, replace=False), rng.choice(neg, limit - k, replace=False)]))
 
 
 def _sync(device: torch.device) -> None:
@@ -168,33 +187,54 @@ def leaderboard(
     methods: Sequence[str],
     options: dict[str, dict[str, Any]],
     device: torch.device,
+    limits: tuple[int | None, int | None] = (None, None),
     say: Any = print,
 ) -> dict[str, Any]:
-    """Every method scored on one trained run; see the module doc. Returns a JSON-ready dict."""
+    """Every method scored on one trained run; see the module doc. Returns a JSON-ready dict.
+
+    ``limits`` = (test, validation) image budgets of the *expensive* methods (more than
+    ``CHEAP_FORWARDS`` forwards per image at their options' defaults): they run on a seeded subset
+    (the test one keeps the reliance rate) and Grad-CAM, which runs on every image, is scored on
+    the same subset beside them.
+    """
     s = StepSettings.resolve(cfg, models)
     test, val = decode(test_samples, models, cfg, device), decode(val_samples, models, cfg, device)
     method_independent(test, models, cfg)
-    flag_on_flip = s.flag_on_flip
-    flips = test.marker_flip | (test.flip & flag_on_flip)
+    flips = test.marker_flip | (test.flip & s.flag_on_flip)
     reliant = np.array([twin_pred[smp.key] != models.class_names[p] for smp, p in zip(test.samples, test.pred)])
+    small = (subset(len(test.samples), limits[0], 0, reliant), subset(len(val.samples), limits[1], 1))
+    full = (np.arange(len(test.samples)), np.arange(len(val.samples)))
     mem = PeakMemory(device)
     raw: dict[str, Any] = {}
-    for m in methods:
+    for m in ["gradcam", *[m for m in methods if m != "gradcam"]]:
         t0 = time.perf_counter()
-        e_test, t_m, t_f, peak = method_energies(test, models, cfg, m, options.get(m, {}), s.tolerance_px, mem)
-        e_val, *_ = method_energies(val, models, cfg, m, options.get(m, {}), s.tolerance_px, mem)
-        raw[m] = {"test": e_test, "val": e_val, "x_forward": t_m / t_f, "ms_per_image": 1000 * t_m / len(test.samples), "peak_mib": peak}
-        say(f"  {m}: {time.perf_counter() - t0:.0f} s ({raw[m]['x_forward']:.1f}x forward)")
+        ti, vi = small if method_info(m).forwards > CHEAP_FORWARDS else full
+        e_test, t_m, t_f, peak = method_energies(test, ti, models, cfg, m, options.get(m, {}), s.tolerance_px, mem)
+        e_val, *_ = method_energies(val, vi, models, cfg, m, options.get(m, {}), s.tolerance_px, mem)
+        raw[m] = {"test": e_test, "val": e_val, "ti": ti, "vi": vi, "x_forward": t_m / t_f, "ms_per_image": 1000 * t_m / len(ti),
+                  "peak_mib": peak}  # fmt: skip
+        say(f"  {m}: {len(ti)} test + {len(vi)} val images, {time.perf_counter() - t0:.0f} s ({raw[m]['x_forward']:.1f}x forward)")
+    ref = raw["gradcam"]
     ref_floor = resolve_floor(cfg.cam_floor, "gradcam")
-    share = float(np.mean(np.nan_to_num(raw["gradcam"]["val"][ref_floor]["e_out_tol"], nan=1.0) > cfg.out_threshold))
-    rows = {}
-    for m, r in raw.items():
-        per_floor = {f: score_method(r["test"][f], r["val"][f], reliant, flips, share) for f in FLOORS}
-        rows[m] = {"kind": method_info(m).kind, "options": options.get(m, {}), "auto_floor": resolve_floor("auto", m),
-                   "floors": per_floor, "x_forward": r["x_forward"], "x_gradcam": r["x_forward"] / raw["gradcam"]["x_forward"],
-                   "ms_per_image": r["ms_per_image"], "peak_mib": r["peak_mib"]}  # fmt: skip
+    share = float(np.mean(np.nan_to_num(ref["val"][ref_floor]["e_out_tol"], nan=1.0) > cfg.out_threshold))
+    rows = {m: _row(m, r, ref, reliant, flips, share, options) for m, r in raw.items()}
     return {"n_test": len(test.samples), "n_val": len(val.samples), "reliance_rate": float(reliant.mean()),
-            "val_flag_share": share, "methods": rows}  # fmt: skip
+            "val_flag_share": share, "limits": list(limits), "methods": rows}  # fmt: skip
+
+
+def _row(m: str, r: dict, ref: dict, reliant: np.ndarray, flips: np.ndarray, share: float, options: dict) -> dict[str, Any]:
+    """One method's scores under each floor, with Grad-CAM's on the same test images beside them."""
+    ti = r["ti"]
+    pos = np.searchsorted(ref["ti"], ti)  # Grad-CAM ran on every test image: pick the same ones
+    floors = {}
+    for f in FLOORS:
+        sc = score_method(r["test"][f], r["val"][f], reliant[ti], flips[ti], share)
+        same = {k: v[pos] for k, v in ref["test"][f].items()}
+        sc["gradcam_auroc_same_images"] = score_method(same, ref["val"][f], reliant[ti], flips[ti], share)["auroc_e_out_tol"]
+        floors[f] = sc
+    return {"kind": method_info(m).kind, "options": options.get(m, {}), "auto_floor": resolve_floor("auto", m), "floors": floors,
+            "n_test": len(ti), "n_val": len(r["vi"]), "x_forward": r["x_forward"], "x_gradcam": r["x_forward"] / ref["x_forward"],
+            "ms_per_image": r["ms_per_image"], "peak_mib": r["peak_mib"]}  # fmt: skip
 
 
 def _f(v: Any, digits: int = 3) -> str:
@@ -210,13 +250,14 @@ def leaderboard_rows(res: dict[str, Any]) -> list[list[str]]:
     rows = []
     for m, r in res["methods"].items():
         sc = r["floors"][r["auto_floor"]]
-        rows.append([m, r["kind"], r["auto_floor"], _f(sc["auroc_e_out_tol"]), _f(sc["auroc_e_out"]), _f(sc["threshold"]),
+        rows.append([m, r["kind"], r["auto_floor"], str(r["n_test"]), _f(sc["auroc_e_out_tol"]), _f(sc["gradcam_auroc_same_images"]),
+                     _f(sc["auroc_e_out"]), _f(sc["threshold"]),
                      _f(sc["flag_precision"]), _f(sc["flag_recall"]), _f(sc["audit_flag_precision"]), _f(sc["audit_flag_recall"]),
                      _f(r["x_forward"], 1), _f(r["x_gradcam"], 1), _f(r["peak_mib"], 0), _opts(r["options"])])  # fmt: skip
-    return sorted(rows, key=lambda row: -float(row[3]) if row[3] != "—" else 0.0)
+    return sorted(rows, key=lambda row: -float(row[4]) if row[4] != "—" else 0.0)
 
 
-HEADER = ["method", "kind", "floor", "AUROC E_out tol", "AUROC E_out", "threshold", "E_out flag P", "E_out flag R",
+HEADER = ["method", "kind", "floor", "test images", "AUROC E_out tol", "Grad-CAM, same images", "AUROC E_out", "threshold", "E_out flag P", "E_out flag R",
           "audit flag P", "audit flag R", "× forward", "× Grad-CAM", "peak MiB", "options"]  # fmt: skip
 
 
@@ -245,9 +286,13 @@ def leaderboard_tables(label: str, res: dict[str, Any]) -> list[Any]:
 def leaderboard_markdown(head: str, results: dict[str, Any]) -> str:
     lines = [head, ""]
     for label, res in results.items():
+        lim = res.get("limits") or [None, None]
+        sub = (f" Methods costing more than {CHEAP_FORWARDS:g} forwards per image ran on a seeded subset of {lim[0]} test images "
+               f"(reliance rate kept) and {lim[1]} validation images; \"Grad-CAM, same images\" is Grad-CAM's AUROC on that subset."
+               if lim[0] or lim[1] else "")  # fmt: skip
         lines += [
             f"**{label}**: {res['n_test']} test images, twin-flip reliance {res['reliance_rate']:.3f}. Each method's threshold "
-            f"flags {res['val_flag_share']:.3f} of the {res['n_val']} validation images (the share the default audit flags there).",
+            f"flags {res['val_flag_share']:.3f} of the {res['n_val']} validation images (the share the default audit flags there).{sub}",
             "",
             "| " + " | ".join(HEADER) + " |",
             "|---|---|---|" + "---:|" * (len(HEADER) - 4) + "---|",

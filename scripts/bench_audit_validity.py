@@ -123,7 +123,7 @@ def score_methods(args: argparse.Namespace, cfg: TrainConfig, run_dir: Path, ds,
     device = torch.device(args.device)
     console.print(f"leaderboard on {run_dir}: {', '.join(methods)}")
     return leaderboard(load_run(run_dir, device), with_defaults(cfg.audit), test, ds.split("val"), twin_predictions(run_dir, test),
-                       methods, options, device, say=console.print)  # fmt: skip
+                       methods, options, device, (args.max_test, args.max_val), say=console.print)  # fmt: skip
 
 
 def record_leaderboard(args: argparse.Namespace, results: dict, recipe: str, n_test: int, synth) -> None:
@@ -174,6 +174,8 @@ def main() -> None:
     ap.add_argument("--models", default="mp0,default", help="with --methods: which trained runs to score (mp0, default)")
     ap.add_argument("--option", action="append", default=[], help="with --methods: method.key=value (replaces the affordable preset's entry)")
     ap.add_argument("--method-defaults", action="store_true", help="with --methods: every method at its defaults (no affordable preset)")
+    ap.add_argument("--max-test", type=int, default=None, help="with --methods: test images for the expensive methods (seeded, reliance rate kept)")
+    ap.add_argument("--max-val", type=int, default=None, help="with --methods: validation images calibrating the expensive methods")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))

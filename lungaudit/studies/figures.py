@@ -79,7 +79,8 @@ def sanity_curves(curves: dict[str, dict[str, Any]], data: dict[str, float | Non
     ax.legend(fontsize=7, ncol=2, loc="lower left")
     names = list(data)
     vals = [np.nan if data[n] is None else data[n] for n in names]
-    bx.barh(range(len(names)), vals, color=[plt.cm.tab20(i % 20) for i in range(len(names))])
+    bars = bx.barh(range(len(names)), vals, color=[plt.cm.tab20(i % 20) for i in range(len(names))])
+    bx.bar_label(bars, labels=["n/a" if np.isnan(v) else f"{v:.2f}" for v in vals], fontsize=7, padding=2)
     bx.axvline(threshold, ls="--", color="k", lw=1)
     bx.set_yticks(range(len(names)), names, fontsize=8)
     bx.invert_yaxis()
