@@ -257,7 +257,8 @@ def leaderboard_rows(res: dict[str, Any]) -> list[list[str]]:
     return sorted(rows, key=lambda row: -float(row[4]) if row[4] != "—" else 0.0)
 
 
-HEADER = ["method", "kind", "floor", "test images", "AUROC E_out tol", "Grad-CAM, same images", "AUROC E_out", "threshold", "E_out flag P", "E_out flag R",
+HEADER = ["method", "kind", "floor", "test images", "AUROC E_out tol", "Grad-CAM, same images", "AUROC E_out", "threshold",
+          "E_out flag P", "E_out flag R",
           "audit flag P", "audit flag R", "× forward", "× Grad-CAM", "peak MiB", "options"]  # fmt: skip
 
 

@@ -29,7 +29,8 @@ def print_methods() -> None:
         info = method_info(name)
         opts = ", ".join(method_options(name)) or "-"
         rows.append([name, info.kind, f"{info.forwards:g}", resolve_floor("auto", name), info.sanity or "not measured", opts])
-    console.print(table("Explanation methods (audit.cam / --methods)", ["method", "kind", "forwards/image", "floor (auto)", "sanity", "options"], rows))
+    columns = ["method", "kind", "forwards/image", "floor (auto)", "sanity", "options"]
+    console.print(table("Explanation methods (audit.cam / --methods)", columns, rows))
     notes = [(n, method_info(n).sanity_note) for n in CAM_METHODS.names() if method_info(n).sanity_note]
     for name, note in notes:
         say("[dim]{}: {}[/]", name, note)
@@ -55,7 +56,7 @@ def parse_options(items: Optional[list[str]]) -> dict[str, dict[str, Any]]:
 def explain(
     images: Optional[list[Path]] = typer.Argument(None, help="Image files, folders or data sets (folder or manifest CSV)."),
     run: Optional[Path] = typer.Option(None, "--run", help="Training run folder (default: the latest under runs/train)."),
-    methods: str = typer.Option(DEFAULT_METHODS, "--methods", "-m", help="Comma list of methods (see --list; ig = integrated_gradients; all)."),
+    methods: str = typer.Option(DEFAULT_METHODS, "--methods", "-m", help="Comma list of methods (see --list; ig: integrated_gradients)."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="A method's option, e.g. -o integrated_gradients.n_steps=16."),
     target: Optional[str] = typer.Option(None, "--target", help="Explain this class for every image (default: the predicted class)."),
     name: str = typer.Option("exp", help="Output name under runs/explain/."),

@@ -45,7 +45,8 @@ def features(
     if full.get("available"):
         rows = [[k_, full[key], masked.get(key)] for k_, key in (("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"),
                                                                 ("chance", "chance"), ("above chance", "lift"))]  # fmt: skip
-        console.print(table(f"Source-leakage probe ({full['n_samples']} images, {full['n_splits']}-fold)", ["", "full image", "lung-masked"], rows))
+        title = f"Source-leakage probe ({full['n_samples']} images, {full['n_splits']}-fold)"
+        console.print(table(title, ["", "full image", "lung-masked"], rows))
     else:
         say("[yellow]no leakage probe:[/] {}", full.get("reason"))
     from lungaudit.studies.features import interpret

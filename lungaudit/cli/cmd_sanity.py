@@ -29,7 +29,7 @@ def sanity(
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="A method's option, e.g. -o lime.n_samples=64."),
     threshold: float = typer.Option(0.5, help="A method fails when its maps correlate above this with a randomised model's."),
     random_epochs: int = typer.Option(3, "--random-epochs", min=1, help="Epochs of the permuted-label classifier."),
-    random_model: Optional[Path] = typer.Option(None, "--random-model", help="Reuse the permuted-label classifier of an earlier sanity folder."),
+    random_model: Optional[Path] = typer.Option(None, "--random-model", help="Reuse an earlier sanity folder's permuted-label model."),
     seed: int = typer.Option(0, help="Seeds the image choice, the re-initialisation and the label permutation."),
     name: str = typer.Option("exp", help="Output name under runs/sanity/."),
     project: Path = typer.Option(Path("runs"), "--project", help="Parent folder of train/ and sanity/."),

@@ -48,6 +48,10 @@ class RunContext:
         return self.models.cls_cfg.image_size
 
     @property
+    def can_segment(self) -> bool:
+        return self.models.segmenter is not None and self.models.seg_cfg is not None
+
+    @property
     def tolerance_px(self) -> int:
         """The audit's tolerant-E_in band at the classifier's resolution (as ``StepSettings``)."""
         return max(1, round(self.cfg.audit.tolerance_px * self.size / 128))
@@ -82,9 +86,10 @@ class Decoded:
     problems: list[Problem] = field(default_factory=list)
 
 
-def decode_samples(samples: Sequence[Sample], size: int, max_pixels: int | None = None) -> Decoded:
+def decode_samples(samples: Sequence[Sample], size: int, max_pixels: int | None = None, can_segment: bool = True) -> Decoded:
     """Decode and resize each sample; an unreadable image is a problem (skipped), an unreadable mask
-    a problem too (the run's U-Net then draws the lungs). Never raises for a bad file."""
+    a problem too (the run's U-Net then draws the lungs; without one, ``can_segment=False``, the image
+    is skipped). Never raises for a bad file."""
     kept: list[Sample] = []
     images, masks, has = [], [], []
     problems: list[Problem] = []
@@ -101,6 +106,9 @@ def decode_samples(samples: Sequence[Sample], size: int, max_pixels: int | None 
                 mask, ok = resize_mask(read_mask(s.mask_path, img.shape[:2], max_pixels), size), True
             except ImageReadError as e:
                 problems.append(Problem(s.mask_path, f"{e.reason} (the U-Net's mask is used)", "mask"))
+        if not ok and not can_segment:
+            problems.append(Problem(s.path, "no usable lung mask given, and the run has no U-Net to draw one", "mask"))
+            continue
         kept.append(s)
         images.append(resize_image(img, size))
         masks.append(mask)
@@ -113,6 +121,21 @@ def decode_samples(samples: Sequence[Sample], size: int, max_pixels: int | None 
         np.array(has, bool),
         problems,
     )
+
+
+def pick_images(samples: Sequence[Sample], n: int, seed: int) -> list[Sample]:
+    """``n`` samples spread over the classes (round robin over a seeded shuffle of each class)."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_class.setdefault(s.label or "", []).append(s)
+    pools = [[group[i] for i in rng.permutation(len(group))] for _, group in sorted(by_class.items())]
+    out: list[Sample] = []
+    while len(out) < n and any(pools):
+        for pool in pools:
+            if pool and len(out) < n:
+                out.append(pool.pop(0))
+    return out
 
 
 def device_batch(ctx: RunContext, d: Decoded, sl: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -195,5 +218,5 @@ def finite(v: float) -> float | None:
 
 __all__ = [
     "METHOD_ALIASES", "Decoded", "RunContext", "StudyInputError", "checked_options", "decode_samples", "device_batch",
-    "finite", "gated", "method_floor", "open_run", "output_dir", "parse_option", "resolve_methods",
+    "finite", "gated", "method_floor", "open_run", "output_dir", "parse_option", "pick_images", "resolve_methods",
 ]

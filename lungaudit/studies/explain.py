@@ -83,7 +83,7 @@ def explain_images(
     names = resolve_methods(methods)
     plan = _Plan(names, checked_options(names, options), {m: method_floor(ctx, m) for m in names}, _target_index(ctx, target))
     samples, problems = collect_inputs(inputs, ctx.run_dir)
-    decoded = decode_samples(samples, ctx.size, ctx.cfg.data.max_pixels)
+    decoded = decode_samples(samples, ctx.size, ctx.cfg.data.max_pixels, ctx.can_segment)
     problems += decoded.problems
     if not decoded.samples:
         raise StudyInputError(f"none of the {len(inputs)} input(s) could be explained", problems)
@@ -127,7 +127,8 @@ def _explain_batch(ctx: RunContext, d: Decoded, sl: slice, plan: _Plan, out_dir:
     out = []
     first = sl.start or 0
     for j, sample in enumerate(d.samples[sl]):
-        rec = _record(ctx, first + j, sample, probs[j], int(tgt[j]), bool(given_np[j]), {m: {k: v[j] for k, v in e.items()} for m, e in cpu_energy.items()}, plan)
+        mine = {m: {k: v[j] for k, v in e.items()} for m, e in cpu_energy.items()}
+        rec = _record(ctx, first + j, sample, probs[j], int(tgt[j]), bool(given_np[j]), mine, plan)
         _draw(d.images[first + j], lungs_np[j], {m: v[j] for m, v in cpu_maps.items()}, rec, out_dir)
         out.append(rec)
     return out

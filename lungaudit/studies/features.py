@@ -24,10 +24,9 @@ from torch import nn
 from lungaudit.data.records import Problem, Sample
 from lungaudit.explain.features import embed_2d, penultimate_features, source_leakage_probe
 from lungaudit.runs.data import run_dataset
-from lungaudit.studies.common import Decoded, RunContext, StudyInputError, decode_samples, device_batch, gated
+from lungaudit.studies.common import Decoded, RunContext, StudyInputError, decode_samples, device_batch, gated, pick_images
 from lungaudit.studies.features_html import write_features_html
 from lungaudit.studies.figures import activation_grid, filter_grid, scatter_grid
-from lungaudit.studies.sanity import pick_images
 from lungaudit.utils import atomic_write_json, atomic_write_text
 
 FEATURES_JSON = "features.json"
@@ -110,7 +109,7 @@ def run_features(
     if bad or not embeddings or k < 1:
         raise ValueError(f"embeddings must be among {', '.join(EMBEDDINGS)} and k >= 1, got {list(embeddings)} and k={k}")
     samples = study_samples(ctx, data, layout, split, max_images, seed)
-    decoded = decode_samples(samples, ctx.size, ctx.cfg.data.max_pixels)
+    decoded = decode_samples(samples, ctx.size, ctx.cfg.data.max_pixels, ctx.can_segment)
     if len(decoded.samples) < 3:
         raise StudyInputError(f"only {len(decoded.samples)} of {len(samples)} image(s) could be read; the views need at least 3", decoded.problems)
     f = extract(ctx, decoded, layer, progress)

@@ -78,7 +78,8 @@ def write_features_html(path: Path, doc: dict[str, Any]) -> Path:
     if doc["problems"]:
         items = "".join(f"<li>{_esc(p['path'])}: {_esc(p['reason'])}</li>" for p in doc["problems"])
         parts += [f"<h2>Problem files ({len(doc['problems'])})</h2><ul>{items}</ul>"]
-    page = f"<!doctype html><html lang=en><head><meta charset=utf-8><title>lungaudit features</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
+    head = f"<head><meta charset=utf-8><title>lungaudit features</title><style>{STYLE}</style></head>"
+    page = f"<!doctype html><html lang=en>{head}<body>{''.join(parts)}</body></html>\n"
     atomic_write_text(path, page)
     return path
 

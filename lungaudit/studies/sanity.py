@@ -31,7 +31,15 @@ from lungaudit.explain.sanity import cascading_randomization, data_randomization
 from lungaudit.runs.checkpoint import load_checkpoint
 from lungaudit.runs.data import run_dataset
 from lungaudit.runs.restore import restore
-from lungaudit.studies.common import RunContext, StudyInputError, checked_options, decode_samples, finite, resolve_methods
+from lungaudit.studies.common import (
+    RunContext,
+    StudyInputError,
+    checked_options,
+    decode_samples,
+    finite,
+    pick_images,
+    resolve_methods,
+)
 from lungaudit.studies.figures import sanity_curves, sanity_maps
 from lungaudit.training.callbacks import TrainCallback
 from lungaudit.training.random_labels import train_random_label_classifier
@@ -56,21 +64,6 @@ class SanityResult:
     @property
     def failing(self) -> list[str]:
         return [m for m, r in self.methods.items() if r["verdict"] == "fail"]
-
-
-def pick_images(samples: Sequence[Sample], n: int, seed: int) -> list[Sample]:
-    """``n`` samples spread over the classes (round robin over a seeded shuffle of each class)."""
-    rng = np.random.default_rng(seed)
-    by_class: dict[str, list[Sample]] = {}
-    for s in samples:
-        by_class.setdefault(s.label or "", []).append(s)
-    pools = [[group[i] for i in rng.permutation(len(group))] for _, group in sorted(by_class.items())]
-    out: list[Sample] = []
-    while len(out) < n and any(pools):
-        for pool in pools:
-            if pool and len(out) < n:
-                out.append(pool.pop(0))
-    return out
 
 
 def verdict_of(*verdicts: str) -> str:
@@ -147,7 +140,7 @@ def run_sanity(
 def _images(ctx: RunContext, split: str, n: int, seed: int) -> tuple[torch.Tensor, list[Sample], list[Problem]]:
     dataset = run_dataset(ctx.run_dir, run_cfg=ctx.cfg, split=split, validate=False)
     chosen = pick_images([s for s in dataset.samples if s.label is None or s.label in ctx.models.class_names], n, seed)
-    decoded = decode_samples(chosen, ctx.size, ctx.cfg.data.max_pixels)
+    decoded = decode_samples(chosen, ctx.size, ctx.cfg.data.max_pixels, ctx.can_segment)
     if not decoded.samples:
         raise StudyInputError(f"none of the {len(chosen)} chosen {split} image(s) of {ctx.run_dir} could be read", decoded.problems)
     x = torch.from_numpy(decoded.images[:, None]).to(ctx.device)
@@ -226,4 +219,4 @@ def _maps_figure(
     sanity_maps(x[0, 0].cpu().numpy(), rows, ["trained", "all layers random", "random labels"], out_dir / "sanity_maps.png")
 
 
-__all__ = ["SANITY_JSON", "SanityResult", "load_random_label_model", "random_label_checkpoint", "pick_images", "run_sanity", "verdict_of"]
+__all__ = ["SANITY_JSON", "SanityResult", "load_random_label_model", "random_label_checkpoint", "run_sanity", "verdict_of"]

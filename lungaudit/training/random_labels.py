@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from lungaudit.config import TrainConfig
 from lungaudit.data.arrays import load_arrays
 from lungaudit.data.split import class_weights
 from lungaudit.runs.data import run_config, run_dataset
@@ -74,12 +73,12 @@ def train_random_label_classifier(
     out_dir = Path(out_dir)
     ckpt = run_stage(spec, out_dir / "weights", MetricsLog(out_dir / "metrics.csv"), dev, callback or TrainCallback())
     model = restore(ckpt, dev)
-    atomic_write_json(out_dir / RANDOM_LABELS_JSON, _record(run_dir, cfg, cls_cfg.epochs, seed, model, va.images, y_va, len(tr_samples)))
+    atomic_write_json(out_dir / RANDOM_LABELS_JSON, _record(run_dir, cls_cfg.epochs, seed, model, va.images, y_va, len(tr_samples)))
     return model
 
 
 def _record(
-    run_dir: Path, cfg: TrainConfig, epochs: int, seed: int, model: torch.nn.Module, val_images: np.ndarray, val_labels: np.ndarray, n_train: int
+    run_dir: Path, epochs: int, seed: int, model: torch.nn.Module, val_images: np.ndarray, val_labels: np.ndarray, n_train: int
 ) -> dict[str, Any]:  # fmt: skip
     acc = float((predict_probs(model, val_images, 64).argmax(1) == val_labels).mean()) if len(val_labels) else None
     return {

@@ -16,7 +16,8 @@ from lungaudit.cli.main import app
 from lungaudit.data.records import Sample
 from lungaudit.explain.cam import CAM_METHODS, method_info
 from lungaudit.explain.verdicts import VERDICTS, apply_verdicts, load_verdicts, packaged_verdicts, verdict_note
-from lungaudit.studies.sanity import pick_images, verdict_of
+from lungaudit.studies.common import pick_images
+from lungaudit.studies.sanity import verdict_of
 from lungaudit.training.random_labels import RANDOM_LABELS_JSON, permuted
 
 runner = CliRunner()
