@@ -6,6 +6,9 @@ The public API (see ``lungaudit.api`` and the README)::
     run = la.train("data/synth")
     result = la.audit(run=run.run_dir, split="test")
     la.gate(result.out_dir, max_flag_rate=0.25).passed
+    la.explain("data/synth/COVID/images", run=run.run_dir)   # panels: several methods side by side
+    la.sanity(run.run_dir)                                     # Adebayo sanity checks per method
+    la.features(run=run.run_dir)                               # embeddings + source-leakage probe
 """
 
 __version__ = "0.2.0"
@@ -22,7 +25,9 @@ from lungaudit.api import (  # noqa: E402
     audit,
     compare,
     demo,
+    explain,
     export,
+    features,
     gate,
     inspect,
     load_config,
@@ -31,6 +36,7 @@ from lungaudit.api import (  # noqa: E402
     plant,
     predict,
     report,
+    sanity,
     serve,
     synth,
     train,
@@ -43,6 +49,8 @@ __all__ = [
     "audit",
     "compare",
     "demo",
+    "explain",
+    "features",
     "export",
     "gate",
     "inspect",
@@ -53,6 +61,7 @@ __all__ = [
     "predict",
     "report",
     "serve",
+    "sanity",
     "synth",
     "train",
 ]

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from lungaudit.runs.restore import TrainedModels
     from lungaudit.services.export import ExportResult
     from lungaudit.services.predict import PredictResult
+    from lungaudit.studies.explain import ExplainResult
+    from lungaudit.studies.features import FeaturesResult
+    from lungaudit.studies.sanity import SanityResult
     from lungaudit.training.callbacks import TrainCallback
     from lungaudit.training.pipeline import TrainResult
 
@@ -121,9 +124,8 @@ def train(
     """
     from dataclasses import replace
 
-    from lungaudit.training.pipeline import train as _train
-
     from lungaudit.config import apply_overrides
+    from lungaudit.training.pipeline import train as _train
 
     if cfg is None:
         cfg = load_config(overrides=overrides)
@@ -202,41 +204,132 @@ def _run_folder(run: str | Path | None, project: str | Path) -> Path:
 
 def _run_config(run_dir: Path, overrides: Sequence[str]) -> TrainConfig:
     """The run's own resolved config (older runs without one: the defaults), with ``overrides``."""
-    from lungaudit.config import TrainConfig, apply_overrides, load_config as _load
+    from lungaudit.runs.data import run_config
 
-    path = run_dir / "config.yaml"
-    cfg = _load(path) if path.is_file() else TrainConfig()
-    return apply_overrides(cfg, list(overrides)) if overrides else cfg
+    return run_config(run_dir, overrides)
 
 
 def _audit_dataset(data: Any, run_dir: Path, layout: str | None, run_cfg: TrainConfig, split: str | None) -> Dataset:
     """The data to audit, its splits taken from the run wherever the run saw the image."""
-    from dataclasses import replace
+    from lungaudit.runs.data import run_dataset
 
-    from lungaudit.data.layouts import load_dataset as _load
-    from lungaudit.data.records import Dataset
-    from lungaudit.data.split import SPLITS
-    from lungaudit.runs.runinfo import apply_run_splits, read_run_info, read_splits
+    return run_dataset(run_dir, data, layout, run_cfg, split)
 
-    info = read_run_info(run_dir)
-    if data is None:
-        if info is None:
-            raise ValueError(f"{run_dir} does not record its data set (a run from an older lungaudit); pass the data set")
-        data, layout = info.data_source, layout or info.layout
-    dataset = data if isinstance(data, Dataset) else _load(data, layout or "auto", data_cfg=run_cfg.data)
-    if info is not None:
-        run_splits = read_splits(run_dir, info.data_root)
-        own = apply_run_splits(dataset.samples, run_splits)
-        # Images the run never saw keep the data set's own split, unless the data *is* the run's.
-        same = Path(dataset.root).resolve() == Path(info.data_root).resolve()
-        dataset = replace(dataset, samples=[o if (same or o.split) else s for o, s in zip(own, dataset.samples)])
-    if split is not None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        dataset = replace(dataset, samples=dataset.split(split))
-        if not dataset.samples:
-            raise ValueError(f"{dataset.root} has no images in split {split!r}")
-    return dataset
+
+def explain(
+    images: str | Path | Sequence[str | Path],
+    run: str | Path | None = None,
+    *,
+    methods: str | Sequence[str] = ("gradcam", "guided_gradcam", "integrated_gradients", "occlusion"),
+    options: dict[str, dict[str, Any]] | None = None,
+    target: str | None = None,
+    name: str = "exp",
+    out_dir: str | Path | None = None,
+    project: str | Path = "runs",
+    overrides: Sequence[str] = (),
+    device: str = "auto",
+    progress: Progress | None = None,
+) -> ExplainResult:
+    """Explain images with several methods side by side: one panel PNG per image plus ``explain.json``.
+
+    Args:
+        images: image files, folders or data sets (folder or manifest CSV). An image's lung mask is
+            the given one when it belongs to a data set with masks (the run's own included), else
+            the run's U-Net's.
+        run: the training run folder; default the latest under ``<project>/train``.
+        methods: registry names (``lungaudit.explain.CAM_METHODS``; ``ig`` for integrated gradients,
+            ``"all"`` for every one), as a sequence or a comma list.
+        options: per-method constructor options, e.g. ``{"integrated_gradients": {"n_steps": 16}}``.
+        target: a class name to explain for every image (default: each image's predicted class).
+        out_dir: default ``<project>/explain/<name>`` (``name2``... if taken).
+        overrides: ``key=value`` overrides of the run's config (``audit.cam_score=logit``...).
+
+    Each map is the one an audit with that method would measure (the run's ``audit`` score, floor
+    and tolerance), so a panel's E_in is what ``audit.cam: <method>`` would report. Returns
+    ``ExplainResult`` (``out_dir``, per-image records, problems). Raises ``ValueError`` (naming the
+    method, option or files) when nothing can be explained.
+    """
+    from lungaudit.studies.common import open_run, output_dir
+    from lungaudit.studies.explain import explain_images
+
+    ctx = open_run(_run_folder(run, project), device, overrides)
+    paths = [images] if isinstance(images, (str, Path)) else list(images)
+    out = output_dir(out_dir, project, "explain", name)
+    return explain_images(ctx, paths, out, methods, options, target, progress)
+
+
+def sanity(
+    run: str | Path | None = None,
+    *,
+    methods: str | Sequence[str] | None = None,
+    n_images: int = 16,
+    split: str = "test",
+    options: dict[str, dict[str, Any]] | None = None,
+    threshold: float = 0.5,
+    random_epochs: int = 3,
+    random_model: str | Path | None = None,
+    seed: int = 0,
+    name: str = "exp",
+    out_dir: str | Path | None = None,
+    project: str | Path = "runs",
+    overrides: Sequence[str] = (),
+    device: str = "auto",
+    callback: TrainCallback | None = None,
+    message: Callable[[str], None] | None = None,
+) -> SanityResult:
+    """Adebayo et al.'s sanity checks of each explanation method on a run (default: every method).
+
+    On ``n_images`` of the run's ``split``: cascading model-parameter randomisation (layers
+    re-initialised from the head down) and data randomisation (a copy of the classifier trained on
+    permuted labels for ``random_epochs`` epochs, or reused from an earlier sanity folder with
+    ``random_model``). A method whose maps still correlate (mean Spearman) above ``threshold`` with
+    a randomised model's fails. Writes ``sanity.json``, ``sanity.png`` and ``sanity_maps.png`` into
+    ``out_dir`` (default ``<project>/sanity/<name>``); ``result.methods[m]["verdict"]`` is pass, fail
+    or undefined.
+    """
+    from lungaudit.studies.common import open_run, output_dir
+    from lungaudit.studies.sanity import run_sanity
+
+    ctx = open_run(_run_folder(run, project), device, overrides)
+    out = output_dir(out_dir, project, "sanity", name)
+    return run_sanity(ctx, out, methods, n_images, split, options, seed, threshold, random_epochs,
+                      Path(random_model) if random_model is not None else None, callback, message)  # fmt: skip
+
+
+def features(
+    data: str | Path | Dataset | None = None,
+    run: str | Path | None = None,
+    *,
+    split: str | None = None,
+    layout: str | None = None,
+    k: int = 5,
+    embeddings: Sequence[str] = ("pca", "tsne"),
+    layer: str = "avgpool",
+    n_splits: int = 5,
+    max_images: int | None = None,
+    seed: int = 0,
+    name: str = "exp",
+    out_dir: str | Path | None = None,
+    project: str | Path = "runs",
+    device: str = "auto",
+    progress: Progress | None = None,
+) -> FeaturesResult:
+    """Feature-space views of a run's classifier and the source-leakage probe, full vs lung-masked input.
+
+    ``data`` defaults to the run's own data set, of which ``split`` (default ``test``; ``all`` for
+    everything) is studied; a data set given explicitly is studied whole unless ``split`` is given.
+    Writes into ``out_dir`` (default ``<project>/features/<name>``): ``embedding_<method>.png``
+    (by class and by source, full and masked), ``filters.png``, ``activations.png`` (the ``k`` most
+    and least activating images per class), ``embeddings.csv``, ``activations.csv``,
+    ``features.json`` (with the probe: cross-validated accuracy against chance) and a standalone
+    ``features.html``.
+    """
+    from lungaudit.studies.common import open_run, output_dir
+    from lungaudit.studies.features import run_features
+
+    ctx = open_run(_run_folder(run, project), device)
+    out = output_dir(out_dir, project, "features", name)
+    return run_features(ctx, out, data, layout, split, k, embeddings, layer, n_splits, max_images, seed, progress)
 
 
 def report(audit_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -398,6 +491,6 @@ def demo(
 
 
 __all__ = [
-    "DemoResult", "apply_review", "audit", "compare", "demo", "export", "gate", "inspect", "load_config", "load_dataset",
-    "load_run", "predict", "report", "serve", "synth", "train",
+    "DemoResult", "apply_review", "audit", "compare", "demo", "explain", "export", "features", "gate", "inspect",
+    "load_config", "load_dataset", "load_run", "plant", "predict", "report", "sanity", "serve", "synth", "train",
 ]

@@ -113,7 +113,8 @@ class AuditConfig:
     out_threshold: float = 0.5  # flag when tolerant E_out is above this
     flag_on_flip: str = "auto"  # auto | true | false; auto = only for models trained with masking
     cam_score: str = "logprob"  # logit | logprob: the score whose gradient weighs the CAM's channels
-    cam_floor: str = "mean"  # mean | none: subtract each heatmap's spatial mean before the ReLU energy
+    cam_floor: str = "auto"  # auto | mean | none: subtract each heatmap's spatial mean before the energy; auto per method kind
+    cam_options: dict[str, Any] = field(default_factory=dict)  # keyword options of the audit.cam method (e.g. n_steps)
     marker_counterfactual: bool = True  # re-classify with the detected markers painted over
     border_frac: float = 0.12  # width of the border/corner band, as a fraction of the side
     predict_masks: bool = False
@@ -139,6 +140,8 @@ T = TypeVar("T")
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
+    if origin is dict or tp is dict:
+        return _coerce_mapping(value, key)
     if is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
@@ -168,6 +171,21 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}") from None
     return value
+
+
+def _coerce_mapping(value: Any, key: str) -> dict[str, Any]:
+    """A free-form option mapping (``audit.cam_options``): string keys, YAML scalar or list values.
+
+    An empty string or ``none`` is the empty mapping, so ``--set audit.cam_options=`` resets it.
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null", "{}")):
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping such as {{n_steps: 16}}, got {value!r}")
+    bad = [k for k, v in value.items() if not isinstance(k, str) or isinstance(v, dict)]
+    if bad:
+        raise ConfigError(f"{key}: option names must be strings with scalar or list values, got {bad!r}")
+    return dict(value)
 
 
 # Valid ranges of numeric keys (inclusive; None = unbounded). A value outside, or NaN, is refused
@@ -246,6 +264,10 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return plain(dataclasses.asdict(cfg))
 
 
+# Keys holding a free-form mapping: ``--set audit.cam_options.n_steps=16`` may add an entry to them.
+FREE_MAPPINGS: frozenset[str] = frozenset({"audit.cam_options"})
+
+
 def apply_overrides(cfg: T, overrides: list[str] | tuple[str, ...]) -> T:
     """Apply ``a.b=value`` strings (CLI ``--set``); values are parsed as YAML scalars."""
     data = to_dict(cfg)
@@ -259,7 +281,7 @@ def apply_overrides(cfg: T, overrides: list[str] | tuple[str, ...]) -> T:
             if not isinstance(node.get(part), dict):
                 raise ConfigError(f"override {key!r}: {part!r} is not a config section")
             node = node[part]
-        if parts[-1] not in node:
+        if parts[-1] not in node and ".".join(parts[:-1]) not in FREE_MAPPINGS:
             raise ConfigError(f"override {key!r}: unknown key {parts[-1]!r}; valid: {', '.join(sorted(node))}")
         try:
             node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""

@@ -23,6 +23,13 @@ Two generator recipes (``--recipe``):
 
     python scripts/bench_audit_validity.py                      # classic, ~11 min on a 2-core CPU
     python scripts/bench_audit_validity.py --recipe default --section "Audit validity, synthetic default recipe"
+
+With ``--methods`` (a comma list or ``all``) it scores explanation methods instead of the default
+audit: the leaderboard of issue 13 (``scripts/_explain_leaderboard.py`` says how, including how each
+method's threshold is calibrated on the validation split). Trained runs are reused with ``--reuse``,
+so every method is compared on the same models; ``--models`` picks which (``mp0``, ``default``).
+
+    python scripts/bench_audit_validity.py --out runs/bench/validity_classic --reuse --methods all --models mp0
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from rich.table import Table
 from sklearn.metrics import roc_auc_score
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # this checkout's package, not another install
 from _bench_common import write_benchmark_section  # noqa: E402
 
 from lungaudit.audit.run import audit_dataset as audit  # noqa: E402
@@ -102,6 +109,50 @@ def score(rows: list[dict], twin_pred: dict[str, str], planted: dict[str, str], 
     }
 
 
+def score_methods(args: argparse.Namespace, cfg: TrainConfig, run_dir: Path, ds, test: list) -> dict:
+    """The explanation-method leaderboard on one trained run (see scripts/_explain_leaderboard.py)."""
+    from _explain_leaderboard import AFFORDABLE, leaderboard, with_defaults
+
+    from lungaudit.studies.common import parse_option, resolve_methods
+
+    methods = resolve_methods(args.methods)
+    methods = methods if "gradcam" in methods else ["gradcam", *methods]  # the reference of the calibration
+    options = {} if args.method_defaults else {m: dict(o) for m, o in AFFORDABLE.items() if m in methods}
+    for m, o in parse_option(args.option).items():
+        options.setdefault(m, {}).update(o)
+    device = torch.device(args.device)
+    console.print(f"leaderboard on {run_dir}: {', '.join(methods)}")
+    return leaderboard(load_run(run_dir, device), with_defaults(cfg.audit), test, ds.split("val"), twin_predictions(run_dir, test),
+                       methods, options, device, (args.max_test, args.max_val), say=console.print)  # fmt: skip
+
+
+def record_leaderboard(args: argparse.Namespace, results: dict, recipe: str, n_test: int, synth) -> None:
+    """Print the leaderboard, write leaderboard.json and (unless --no-record) its BENCHMARKS.md section."""
+    from _explain_leaderboard import leaderboard_markdown, leaderboard_tables
+
+    for label, res in results.items():
+        for t in leaderboard_tables(label, res):
+            console.print(t)
+    (args.out / "leaderboard.json").write_text(json.dumps(results, indent=2))
+    if args.no_record:
+        return
+    head = (
+        f"Measured {dt.date.today()} on {platform.machine()} {args.device.upper()} ({torch.get_num_threads()} thread(s)), torch {torch.__version__}. "
+        f"Command: `{' '.join(['python scripts/bench_audit_validity.py', *sys.argv[1:]])}` (synthetic benchmark, "
+        f"{args.n_per_class}/class at {synth.size} px, corner markers at rate {args.shortcut_rate} in train/val, independent in test; "
+        f"{recipe}; {n_test} test images). Ground truth: a prediction is shortcut-reliant when it changes on the clean twin."
+    )
+    write_benchmark_section(ROOT / "BENCHMARKS.md", "Explanation methods: audit validity", leaderboard_markdown(head, results))
+
+
+def twin_predictions(run_dir: Path, test: list) -> dict[str, str]:
+    """The run's prediction on each test image's clean twin (the ground truth's other half)."""
+    models = load_run(run_dir, torch.device("cpu"))
+    twins = load_arrays([Sample(path=Path(s.extra["twin"]), label=s.label) for s in test], models.cls_cfg.image_size)
+    twin_probs = predict_probs(models.classifier, twins.images, 64)
+    return {s.key: models.class_names[k] for s, k in zip(test, twin_probs.argmax(1))}
+
+
 RECIPES: dict[str, list[str]] = {
     "classic": ["synth.severity_min=0.35", "synth.marker_vocab=shared", "synth.marker_plate=false"],
     "default": [],
@@ -119,6 +170,13 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="reuse trained classifiers from an earlier run of this script")
     ap.add_argument("--section", default="Audit validity", help="BENCHMARKS.md section to (re)write")
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="classic", help="generator recipe (see above)")
+    ap.add_argument("--methods", default="", help="score these explanation methods (comma list or 'all') instead of the default audit")
+    ap.add_argument("--models", default="mp0,default", help="with --methods: which trained runs to score (mp0, default)")
+    ap.add_argument("--option", action="append", default=[], help="with --methods: method.key=value (replaces the affordable preset's entry)")
+    ap.add_argument("--method-defaults", action="store_true", help="with --methods: every method at its defaults (no affordable preset)")
+    ap.add_argument("--max-test", type=int, default=None, help="with --methods: test images for the expensive methods (seeded, reliance rate kept)")
+    ap.add_argument("--max-val", type=int, default=None, help="with --methods: validation images calibrating the expensive methods")
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
@@ -135,7 +193,10 @@ def main() -> None:
     planted = {s.key: s.extra.get("shortcut_box", "") for s in test}
 
     results = {}
-    for label, mask_prob in (("mask_prob=0", 0.0), (f"mask_prob={base.cls.mask_prob:g} (default)", base.cls.mask_prob)):
+    runs = (("mask_prob=0", 0.0, "mp0"), (f"mask_prob={base.cls.mask_prob:g} (default)", base.cls.mask_prob, "default"))
+    if args.methods:
+        runs = tuple(r for r in runs if r[2] in args.models.split(","))
+    for label, mask_prob, _key in runs:
         cls = replace(base.cls, mask_prob=mask_prob, epochs=args.epochs or base.cls.epochs)
         cfg: TrainConfig = replace(base, cls=cls, project=str(args.out), name=f"mp{mask_prob:g}",
                                    data=replace(base.data, root=str(data_dir)))
@@ -144,20 +205,24 @@ def main() -> None:
         if not (args.reuse and (run_dir / "weights" / "cls_best.pt").is_file()):
             train(cfg, stage="cls", run_dir=run_dir)
         train_s = time.perf_counter() - t0
+        if args.methods:
+            results[label] = score_methods(args, cfg, run_dir, ds, test)
+            continue
         audit_dir = args.out / "audit" / f"mp{mask_prob:g}"
         ds_test = load_dataset(data_dir)
         ds_test.samples = test
         res = audit(ds_test, run_dir, audit_dir, cfg.audit, resume=False)
         rows = list(csv.DictReader(open(audit_dir / "audit.csv")))
         models = load_run(run_dir, torch.device("cpu"))
-        twins = load_arrays([Sample(path=Path(s.extra["twin"]), label=s.label) for s in test], models.cls_cfg.image_size)
-        twin_probs = predict_probs(models.classifier, twins.images, 64)
-        twin_pred = {s.key: models.class_names[k] for s, k in zip(test, twin_probs.argmax(1))}
+        twin_pred = twin_predictions(run_dir, test)
         scale = synth.size / models.cls_cfg.image_size  # audit rows hold boxes at model resolution
         results[label] = score(rows, twin_pred, planted, scale) | {
             "train_s": round(train_s, 1), "audit_images_per_s": round(res.images_per_s, 1)
         }
 
+    if args.methods:
+        record_leaderboard(args, results, recipe, len(test), synth)
+        return
     keys = ["reliance_rate", "auroc_e_out_tol", "auroc_e_out", "flag_precision", "flag_recall", "flag_rate",
             "marker_flip_precision", "marker_flip_recall", "masking_flip_rate",
             "flagged_in_marker_corner", "acc_images", "acc_twins"]

@@ -24,7 +24,7 @@ LAYERS: dict[str, int] = {
     "explain": 4,
     "runs": 5,
     "audit": 6, "training": 6,
-    "report": 7,
+    "report": 7, "studies": 7,
     "api": 8, "services": 8,
     "cli": 9,
 }  # fmt: skip

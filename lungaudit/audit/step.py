@@ -8,8 +8,9 @@ run this same function, so a prediction is audited the same way whichever door i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -20,11 +21,35 @@ from lungaudit.audit.metrics import dilate_masks, flag, lung_energy, masking_cou
 from lungaudit.audit.regions import dominant_region
 from lungaudit.config import AuditConfig
 from lungaudit.device import autocast
-from lungaudit.explain.cam import CAM_METHODS, CAM_SCORES, compute_cam
+from lungaudit.explain.cam import CAM_METHODS, CAM_SCORES, build_method, compute_cam, method_info
 from lungaudit.runs.restore import TrainedModels
 from lungaudit.segmentation.predict import segment_batch
 
-CAM_FLOORS: tuple[str, ...] = ("mean", "none")
+log = logging.getLogger(__name__)
+
+CAM_FLOORS: tuple[str, ...] = ("auto", "mean", "none")
+
+# The floor ``audit.cam_floor: auto`` removes, by the method's kind (MethodInfo.kind). Why, per kind,
+# and the validity figures behind it: BENCHMARKS.md, "Explanation methods: audit validity".
+KIND_FLOORS: dict[str, str] = {
+    # Layer CAMs are coarse and carry a diffuse positive floor over the whole film; counted as
+    # energy it lands outside the lungs in proportion to the outside area (remove_floor's docstring).
+    "cam": "mean",
+    "gradient": "mean",
+    "perturbation": "mean",
+}
+
+
+def resolve_floor(setting: str, method: str) -> str:
+    """``mean`` or ``none``: ``auto`` becomes the floor of the method's kind (:data:`KIND_FLOORS`)."""
+    if setting not in CAM_FLOORS:
+        raise ValueError(f"audit.cam_floor must be one of {', '.join(CAM_FLOORS)}, got {setting!r}")
+    return KIND_FLOORS[method_info(method).kind] if setting == "auto" else setting
+
+
+def apply_floor(cams: torch.Tensor, floor: str) -> torch.Tensor:
+    """(N, H, W) maps >= 0 with the resolved floor (``mean`` or ``none``) removed."""
+    return remove_floor(cams) if floor == "mean" else cams
 
 
 @dataclass(frozen=True)
@@ -35,7 +60,7 @@ class StepSettings:
     cam: str
     target_layer: str
     cam_score: str
-    cam_floor: str
+    cam_floor: str  # resolved: mean | none
     tolerance_px: int  # at ``size``
     border_frac: float
     out_threshold: float
@@ -44,6 +69,7 @@ class StepSettings:
     mask_dilate_px: int  # the classifier's own training-time masking
     fill_value: float
     seg_size: int | None
+    cam_options: dict[str, Any] = field(default_factory=dict)  # the method's keyword options
 
     @classmethod
     def resolve(cls, cfg: AuditConfig, models: TrainedModels) -> StepSettings:
@@ -52,16 +78,28 @@ class StepSettings:
             raise ValueError(f"audit.cam must be one of {', '.join(CAM_METHODS.names())}, got {cfg.cam!r}")
         if cfg.cam_score not in CAM_SCORES:
             raise ValueError(f"audit.cam_score must be one of {', '.join(CAM_SCORES.names())}, got {cfg.cam_score!r}")
-        if cfg.cam_floor not in CAM_FLOORS:
-            raise ValueError(f"audit.cam_floor must be one of {', '.join(CAM_FLOORS)}, got {cfg.cam_floor!r}")
+        try:
+            build_method(cfg.cam, cfg.cam_options)  # options fail here, before any image is read
+        except ValueError as e:
+            raise ValueError(f"audit.cam_options: {e}") from None
+        _warn_if_failed_sanity(cfg.cam)
         size = models.cls_cfg.image_size
         return cls(
-            size=size, cam=cfg.cam, target_layer=cfg.target_layer, cam_score=cfg.cam_score, cam_floor=cfg.cam_floor,
+            size=size, cam=cfg.cam, target_layer=cfg.target_layer, cam_score=cfg.cam_score,
+            cam_floor=resolve_floor(cfg.cam_floor, cfg.cam), cam_options=dict(cfg.cam_options),
             tolerance_px=max(1, round(cfg.tolerance_px * size / 128)), border_frac=cfg.border_frac,
             out_threshold=cfg.out_threshold, flag_on_flip=resolve_flag_on_flip(cfg.flag_on_flip, models.cls_cfg.mask_prob),
             marker_counterfactual=cfg.marker_counterfactual, mask_dilate_px=models.cls_cfg.mask_dilate_px,
             fill_value=models.cls_cfg.fill_value, seg_size=models.seg_cfg.image_size if models.seg_cfg else None,
         )  # fmt: skip
+
+
+def _warn_if_failed_sanity(method: str) -> None:
+    """A method whose recorded sanity verdict is 'fail' still runs, with a warning saying so."""
+    info = method_info(method)
+    if info.sanity == "fail":
+        log.warning("audit.cam=%s failed the recorded sanity checks (%s); its maps may show the input, not the model",
+                    method, info.sanity_note or "see lungaudit explain --list")  # fmt: skip
 
 
 def resolve_flag_on_flip(setting: str | bool, mask_prob: float) -> bool:
@@ -147,8 +185,9 @@ def audit_step(
             on the device; boxes: per image, probable marker boxes at S x S (from the loader).
     """
     lungs = lung_masks(models, x, masks, has_mask, s.seg_size)
-    cam = compute_cam(models.classifier, x, s.target_layer, method=s.cam, out_size=(s.size, s.size), score=s.cam_score)
-    heat = remove_floor(cam.cams) if s.cam_floor == "mean" else cam.cams
+    cam = compute_cam(models.classifier, x, s.target_layer, method=s.cam, out_size=(s.size, s.size), score=s.cam_score,
+                      options=s.cam_options)  # fmt: skip
+    heat = apply_floor(cam.cams, s.cam_floor)
     probs_full = torch.softmax(cam.logits.float(), 1)
     gate = dilate_masks(lungs, s.mask_dilate_px)[:, None] > 0
     probs_masked = _predict(models.classifier, torch.where(gate, x, torch.full_like(x, s.fill_value)))
@@ -178,4 +217,4 @@ def outside_unit_maps(r: StepResult, tolerance_px: int) -> torch.Tensor:
     return outside / r.heat.sum((1, 2), keepdim=True).clamp_min(1e-12)
 
 
-__all__ = ["CAM_FLOORS", "StepResult", "StepSettings", "audit_step", "lung_masks", "outside_unit_maps", "resolve_flag_on_flip"]
+__all__ = ["CAM_FLOORS", "KIND_FLOORS", "StepResult", "apply_floor", "resolve_floor", "StepSettings", "audit_step", "lung_masks", "outside_unit_maps", "resolve_flag_on_flip"]

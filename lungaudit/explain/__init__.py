@@ -16,8 +16,10 @@ _EXPORTS = (
     "ExplainMethod",
     "GradientCam",
     "MethodInfo",
+    "build_method",
     "compute_cam",
     "method_info",
+    "method_options",
     "normalize_per_image",
 )
 

@@ -14,8 +14,9 @@ from the registry alone.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Iterator, Literal, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Literal, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +57,9 @@ class MethodInfo:
 
     ``forwards`` is the approximate cost at the default options, in no-grad forward passes per image
     (a backward through the network counts about 1.5); ``cost`` says the same in words. ``sanity`` is
-    the Adebayo et al. verdict once one has been recorded (``None``: not measured).
+    the Adebayo et al. verdict once one has been recorded (``"pass"``, ``"fail"``, ``"undefined"``;
+    ``None``: not measured) and ``sanity_note`` what it rests on (the randomisation correlations, the
+    model and images); both come from :mod:`.verdicts`, never from the class definition.
     """
 
     kind: Kind
@@ -67,6 +70,7 @@ class MethodInfo:
     reference: str
     nonneg: NonNeg
     sanity: str | None = None
+    sanity_note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -289,6 +293,28 @@ def method_info(name: str) -> MethodInfo:
     return CAM_METHODS.get(name).info
 
 
+def method_options(name: str) -> dict[str, Any]:
+    """The options ``name`` takes, with their defaults: its constructor's keyword arguments."""
+    params = inspect.signature(CAM_METHODS.get(name).__init__).parameters
+    return {k: p.default for k, p in params.items() if k != "self" and p.kind is p.POSITIONAL_OR_KEYWORD}
+
+
+def build_method(name: str, options: Mapping[str, Any] | None = None) -> ExplainMethod:
+    """The method ``name`` with ``options``; a ValueError names an unknown method or option.
+
+    Options are checked against the constructor (:func:`method_options`) and then by it (ranges),
+    so a misspelt ``n_step`` fails up front instead of as a TypeError deep in a run.
+    """
+    if name not in CAM_METHODS:
+        raise ValueError(f"unknown explanation method {name!r}; valid: {', '.join(CAM_METHODS.names())}")
+    opts = dict(options or {})
+    valid = method_options(name)
+    unknown = sorted(set(opts) - set(valid))
+    if unknown:
+        raise ValueError(f"{name} takes no option(s) {', '.join(unknown)}; valid: {', '.join(valid) or 'none'}")
+    return CAM_METHODS.get(name)(**opts)
+
+
 def normalize_per_image(cams: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Min-max scale each (H, W) map of (N, H, W) to [0, 1] (pytorch-grad-cam's convention); for display."""
     if cams.ndim != 3:
@@ -307,9 +333,11 @@ __all__ = [
     "ExplainMethod",
     "MethodInfo",
     "Query",
+    "build_method",
     "chunked_scores",
     "frozen_eval",
     "method_info",
+    "method_options",
     "normalize_per_image",
     "reduce_to_map",
     "register_method",

@@ -20,10 +20,15 @@ from lungaudit.explain.base import (
     CamResult,
     ExplainMethod,
     MethodInfo,
+    build_method,
     method_info,
+    method_options,
     normalize_per_image,
 )
 from lungaudit.explain.cams import GradCAM, GradCAMPlusPlus, GradientCam
+from lungaudit.explain.verdicts import apply_verdicts
+
+apply_verdicts()  # the recorded sanity verdicts into MethodInfo.sanity (measured methods only)
 
 
 def compute_cam(
@@ -56,9 +61,7 @@ def compute_cam(
         :class:`CamResult`: ``logits`` (N, C) of the plain input, ``cams`` (N, H, W) float32 >= 0 and
         not normalised, ``targets`` (N,) int64 -- all on ``x.device``.
     """
-    return CAM_METHODS.get(method)(**dict(options or {}))(
-        model, x, target_layer, targets=targets, out_size=out_size, score=score
-    )
+    return build_method(method, options)(model, x, target_layer, targets=targets, out_size=out_size, score=score)
 
 
 __all__ = [
@@ -70,7 +73,9 @@ __all__ = [
     "GradCAMPlusPlus",
     "GradientCam",
     "MethodInfo",
+    "build_method",
     "compute_cam",
     "method_info",
+    "method_options",
     "normalize_per_image",
 ]

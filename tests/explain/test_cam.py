@@ -153,7 +153,7 @@ def test_bad_input_raises(resnet: nn.Module, batch: torch.Tensor) -> None:
         compute_cam(resnet, batch, "layer4", targets=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         compute_cam(resnet, batch[0], "layer4")
-    with pytest.raises(KeyError, match="gradcam"):
+    with pytest.raises(ValueError, match="gradcam"):
         compute_cam(resnet, batch, "layer4", method="nope")
 
 
