@@ -138,11 +138,7 @@ class AuditStore:
         return out, torn
 
     def _rewrite(self, rows: list[AuditRow]) -> None:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(r.to_csv(self.class_names) for r in rows)
-        atomic_write_text(self.dir / AUDIT_CSV, buf.getvalue())
+        write_rows_csv(self.dir / AUDIT_CSV, rows, self.class_names)
 
     # ------------------------------------------------------------------ writing
 
@@ -207,6 +203,26 @@ class AuditStore:
         self.close()
 
 
+def write_rows_csv(path: Path, rows: Sequence[AuditRow], class_names: Sequence[str]) -> None:
+    """``rows`` as a whole ``audit.csv`` (header included), written atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=csv_columns(class_names), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(r.to_csv(class_names) for r in rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def lock_folder(folder: Path) -> int:
+    """Hold ``folder/.lock`` exclusively (one writer per audit folder); release with :func:`unlock`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return _acquire(folder / LOCK)
+
+
+def unlock(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
 def _acquire(path: Path) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -217,4 +233,4 @@ def _acquire(path: Path) -> int:
     return fd
 
 
-__all__ = ["AUDIT_CSV", "CHUNK", "IDENTITY", "AuditStore", "StoreError"]
+__all__ = ["AUDIT_CSV", "CHUNK", "IDENTITY", "AuditStore", "StoreError", "lock_folder", "unlock", "write_rows_csv"]

@@ -27,6 +27,16 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def is_main_process() -> bool:
+    """False on the ranks other than 0 under torchrun: they work silently and print nothing."""
+    from lungaudit.distributed import env_world
+
+    try:
+        return env_world().is_main
+    except ValueError as e:
+        fail(str(e))
+
+
 def say(template: str, *values: Any) -> None:
     """Print ``template`` (trusted rich markup) with ``{}`` slots filled by escaped ``values``."""
     console.print(template.format(*(escape(str(v)) for v in values)), highlight=False)
