@@ -17,6 +17,7 @@ order; overlay files are linked under the single-process names).
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import re
@@ -24,7 +25,7 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -32,7 +33,9 @@ from lungaudit import distributed as dist
 from lungaudit.audit.overlay import overlay_name, thumbnail_for
 from lungaudit.audit.run import SUMMARY_FILE, AuditResult, ShardJob, audit_identity, build_summary
 from lungaudit.audit.schema import AuditRow, Summary
-from lungaudit.audit.store import AUDIT_CSV, IDENTITY, PARTIALS, AuditStore, StoreError, lock_folder, unlock, write_rows_csv
+from lungaudit.audit.store import (
+    AUDIT_CSV, IDENTITY, PARTIALS, AuditStore, StoredRow, StoreError, iter_rows, lock_folder, unlock, write_rows_csv,
+)
 from lungaudit.data.records import Dataset, Problem
 from lungaudit.runs.runinfo import sample_key
 from lungaudit.utils import atomic_write_json
@@ -135,7 +138,7 @@ class MergedRows:
     """Every shard's rows and heatmap sums, as :func:`~lungaudit.audit.run.build_summary` reads a store."""
 
     dir: Path
-    done: list[AuditRow]
+    done: list[StoredRow]
     sums: np.ndarray
     counts: np.ndarray
 
@@ -148,30 +151,51 @@ def _merge(
 ) -> Summary:
     """Rank 0: the shards' rows in data-set order into ``audit.csv``, then ``summary.json`` as one process writes it."""
     names = job.models.class_names
-    merged = read_shards(out_dir, dataset, names, size, job.settings.size)
-    write_rows_csv(out_dir / AUDIT_CSV, merged.done, names)
+    position = {sample_key(s.path, dataset.root): i for i, s in enumerate(dataset.samples)}
+    merged, in_order = read_shards(out_dir, position, names, size, job.settings.size)
+    write_merged_csv(out_dir, position, names, in_order)
     summary = build_summary(merged, job.models, job.cfg, dataset, problems, job.run_dir, rate)
     atomic_write_json(out_dir / SUMMARY_FILE, summary.model_dump(mode="json"))
     atomic_write_json(out_dir / IDENTITY, identity | {"shards": size})
     return summary
 
 
-def read_shards(out_dir: Path, dataset: Dataset, class_names: Sequence[str], size: int, map_side: int) -> MergedRows:
-    """The rows of ``size`` shards in ``dataset``'s order, overlays relinked under the merged names."""
-    position = {sample_key(s.path, dataset.root): i for i, s in enumerate(dataset.samples)}
-    found: list[tuple[int, Path, AuditRow]] = []
+def read_shards(
+    out_dir: Path, position: dict[str, int], class_names: Sequence[str], size: int, map_side: int
+) -> tuple[MergedRows, dict[Path, bool]]:
+    """The summary's view of ``size`` shards (rows in data-set order, summed heatmaps), and per shard
+    folder whether its ``audit.csv`` is already in data-set order (so it can be streamed)."""
+    found: list[tuple[int, StoredRow]] = []
+    in_order: dict[Path, bool] = {}
     sums, counts = np.zeros((len(class_names), map_side, map_side)), np.zeros(len(class_names))
     for rank in range(size):
         folder = shard_dir(out_dir, rank, size)
         identity = json.loads((folder / IDENTITY).read_text(encoding="utf-8"))
         # Reopening runs the store's reconciliation, so a shard's rows and partial sums agree.
         with AuditStore(folder, class_names, identity, resume=True, map_side=map_side) as store:
-            found += [(position[r.key], folder, r) for r in store.done]
+            places = [position[r.key] for r in store.done]
+            found += zip(places, store.done)
+            in_order[folder] = all(a < b for a, b in zip(places, places[1:]))
             s, c = store.mean_sums()
             sums, counts = sums + s, counts + c
     found.sort(key=lambda t: t[0])
-    rows = [_relink_overlay(out_dir, folder, i, row) for i, (_, folder, row) in enumerate(found)]
-    return MergedRows(Path(out_dir), rows, sums, counts)
+    return MergedRows(Path(out_dir), [r for _, r in found], sums, counts), in_order
+
+
+def write_merged_csv(out_dir: Path, position: dict[str, int], class_names: Sequence[str], in_order: dict[Path, bool]) -> None:
+    """The shards' full rows interleaved back into data-set order, streamed into ``out_dir/audit.csv``.
+
+    A shard's rows are in data-set order unless an image that failed to decode was retried on resume
+    (its row then comes last); such a shard is sorted in memory, the others are streamed.
+    """
+
+    def stream(folder: Path) -> Iterator[tuple[int, Path, AuditRow]]:
+        rows = ((position[r.key], folder, r) for r in iter_rows(folder / AUDIT_CSV, class_names))
+        return rows if in_order[folder] else iter(sorted(rows, key=lambda t: t[0]))
+
+    merged = heapq.merge(*(stream(f) for f in in_order), key=lambda t: t[0])
+    rows = (_relink_overlay(out_dir, folder, i, row) for i, (_, folder, row) in enumerate(merged))
+    write_rows_csv(out_dir / AUDIT_CSV, rows, class_names)
 
 
 def _relink_overlay(out_dir: Path, shard: Path, index: int, row: AuditRow) -> AuditRow:
@@ -203,4 +227,4 @@ def _in_order(dataset: Dataset, problems: list[Problem]) -> list[Problem]:
     return sorted(problems, key=lambda p: position.get(str(p.path), len(position)))
 
 
-__all__ = ["SHARDS", "MergedRows", "audit_shards", "read_shards", "shard_dir", "sharded_world_size"]
+__all__ = ["SHARDS", "MergedRows", "audit_shards", "read_shards", "shard_dir", "sharded_world_size", "write_merged_csv"]

@@ -48,15 +48,30 @@ class TrainResult:
 
 
 class SplitArrays:
-    """Each split decoded once per resolution, on first use."""
+    """Each split decoded once per resolution, on first use: into memory, or into the disk cache.
 
-    def __init__(self, splits: dict[str, list[Sample]], max_pixels: int) -> None:
-        self.splits, self.max_pixels = splits, max_pixels
+    ``mode`` is ``data.cache``; ``auto`` picks by the decoded size of all splits together, so every
+    split of a run is held the same way.
+    """
+
+    def __init__(self, splits: dict[str, list[Sample]], max_pixels: int, mode: str = "memory", num_workers: int = 0) -> None:
+        self.splits, self.max_pixels, self.mode, self.num_workers = splits, max_pixels, mode, num_workers
         self._cache: dict[tuple[str, int], Arrays] = {}
+
+    def where(self, size: int) -> str:
+        from lungaudit.data.cache import resolve_cache_mode
+
+        return resolve_cache_mode(self.mode, sum(len(v) for v in self.splits.values()), size)
 
     def __call__(self, split: str, size: int) -> Arrays:
         if (split, size) not in self._cache:
-            self._cache[(split, size)] = load_arrays(self.splits[split], size, max_pixels=self.max_pixels)
+            if self.where(size) == "disk":
+                from lungaudit.data.cache import cached_arrays
+
+                arrays = cached_arrays(self.splits[split], size, self.max_pixels, self.num_workers)
+            else:
+                arrays = load_arrays(self.splits[split], size, max_pixels=self.max_pixels)
+            self._cache[(split, size)] = arrays
         return self._cache[(split, size)]
 
     def keep_labelled(self) -> None:
@@ -128,7 +143,10 @@ def train(
     if world.is_main:
         _open_run_dir(cfg, run_dir, dataset, source, seg_ckpt, callback)
     callback.message(f"device: {device}{_world_note(world)}; data: {source} ({dataset.layout}, {len(dataset.samples)} images); run: {run_dir}")
-    run = _Run(cfg, device, run_dir, SplitArrays(splits, cfg.data.max_pixels), MetricsLog(run_dir / "metrics.csv"), callback, resume,
+    arrays = SplitArrays(splits, cfg.data.max_pixels, cfg.data.cache, cfg.data.num_workers)
+    if arrays.where(cfg.cls.image_size) == "disk":
+        callback.message("data: decoded into the disk cache (data.cache), read through memory maps")
+    run = _Run(cfg, device, run_dir, arrays, MetricsLog(run_dir / "metrics.csv"), callback, resume,
                interrupt_after, cls_init)
     test_metrics: dict[str, Any] = {"device": str(device), "dataset": str(source)}
     segmenter, seg_size = _segmenter(run, stage, seg_ckpt is not None)
