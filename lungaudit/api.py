@@ -278,12 +278,17 @@ def demo(
     """The whole job on the embedded default: synth -> train -> audit of the test split -> HTML report."""
     from dataclasses import replace
 
+    from lungaudit import distributed as dist
+
     say = message or (lambda _m: None)
     cfg = cfg or load_config()
     data = Path(out)
+    dist.init(dist.rank_device(device or cfg.device))  # under torchrun: rank 0 writes the data and the report
     if not (data / "manifest.csv").is_file():
         say(f"1/4 synth -> {data}")
-        synth(data, cfg.synth)
+        if dist.world().is_main:
+            synth(data, cfg.synth)
+        dist.barrier()
     else:
         say(f"1/4 synth: reusing {data}")
     say("2/4 train")
@@ -291,7 +296,7 @@ def demo(
     say(f"3/4 audit of the test split with {trained.run_dir}")
     audited = audit(run=trained.run_dir, split="test", name=name, project=cfg.project, device=device or cfg.device, progress=progress)
     say("4/4 report")
-    return DemoResult(data, trained, audited, report(audited.out_dir))
+    return DemoResult(data, trained, audited, dist.main_decides(lambda: report(audited.out_dir)))
 
 
 __all__ = [

@@ -73,7 +73,11 @@ def rank_device(name: str = "auto") -> torch.device:
     dev = resolve_device(name)
     world = env_world()
     if dev.type == "cuda" and dev.index is None and world.distributed:
-        dev = torch.device("cuda", world.local_rank % max(1, torch.cuda.device_count()))
+        gpus = torch.cuda.device_count()
+        if world.local_rank >= gpus:  # NCCL refuses two ranks on one GPU, with a far less clear message
+            raise ValueError(f"torchrun started local rank {world.local_rank} on a machine with {gpus} GPU(s); "
+                             f"use --nproc_per_node {gpus} (one process per GPU)")
+        dev = torch.device("cuda", world.local_rank)
     return dev
 
 

