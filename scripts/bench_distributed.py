@@ -132,9 +132,9 @@ _TRAIN_CHILD = """
 import json, resource, sys, time
 from lungaudit.config import apply_overrides, TrainConfig
 from lungaudit.training.pipeline import train
-cfg = apply_overrides(TrainConfig(), sys.argv[1:])
+cfg = apply_overrides(TrainConfig(), sys.argv[2:])
 t0 = time.perf_counter()
-res = train(cfg)
+res = train(cfg, stage=sys.argv[1])
 print(json.dumps({"wall_s": time.perf_counter() - t0,
                   "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -153,7 +153,7 @@ def memory(args: argparse.Namespace) -> str:
     run = untrained_run(args.out / "mem_run32", MEM_CLS)
     sets = {args.small: base / "manifest.csv", args.large: replicate(base, args.large // args.small, args.out / f"mem_{args.large}")}
     rows, before = [], load()
-    for n, manifest in sets.items():
+    for n, manifest in sets.items() if not args.no_audit else ():
         shutil.rmtree(args.out / f"mem_audit_{n}", ignore_errors=True)
         r = _child(_AUDIT_CHILD, [str(manifest), str(run), str(args.out / f"mem_audit_{n}")])
         rows.append(["audit", f"{r['images']}", f"{r['max_rss_mb']:.0f}", f"{r['images_per_s']:.1f} img/s"])
@@ -164,15 +164,18 @@ def memory(args: argparse.Namespace) -> str:
                 cache = args.out / "mem_cache"
                 os.environ["LUNGAUDIT_CACHE"] = str(cache)
                 over = [*TINY, f"data.root={manifest}", f"project={args.out / 'mem_train'}", f"name={mode}{n}", f"data.cache={mode}",
-                        "seg.epochs=1", "cls.epochs=1", "cls.min_epoch_steps=0", "data.num_workers=1"]  # fmt: skip
-                r = _child(_TRAIN_CHILD, over)
-                rows.append([f"train (data.cache={mode})", f"{n}", f"{r['max_rss_mb']:.0f}", f"{r['wall_s']:.0f} s"])
+                        "seg.epochs=1", "data.num_workers=1"]  # fmt: skip
+                shutil.rmtree(args.out / "mem_train" / "train" / f"{mode}{n}", ignore_errors=True)
+                r = _child(_TRAIN_CHILD, ["seg", *over])
+                rows.append([f"train --stage seg (data.cache={mode})", f"{n}", f"{r['max_rss_mb']:.0f}", f"{r['wall_s']:.0f} s"])
                 print(rows[-1], flush=True)
     head = (f"Measured {dt.date.today()} on {machine()} (shared machine, load average {before} before, {load()} after); "
-            f"`python scripts/bench_distributed.py --only memory{' --train' if args.train else ''}`. Peak RSS (ru_maxrss) of a fresh "
+            f"`python scripts/bench_distributed.py --only memory{' --train' if args.train else ''}{' --no-audit' if args.no_audit else ''}`. Peak RSS (ru_maxrss) of a fresh "
             f"process; 64 px phantoms, the large set the small one hard-linked {args.large // args.small} times; audit: untrained "
-            "resnet18 at 32 px, batch 64, no overlays, no marker counterfactual, decode in the main process; training: 64 px, "
-            "1 epoch per stage.")  # fmt: skip
+            "resnet18 at 32 px, batch 64, no overlays, no marker counterfactual, decode in the main process. Training: "
+            "`train --stage seg` at 64 px, which decodes every split (into RAM, or into the disk cache on 1 worker, "
+            "built on the first run of each size and counted in its time), trains the U-Net 1 epoch on its 400-image cap "
+            "and evaluates it on the whole validation and test splits.")  # fmt: skip
     return _table(head, ["job", "images", "peak RSS MB", "speed"], rows)
 
 
@@ -268,6 +271,7 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=1000)
     ap.add_argument("--large", type=int, default=20000)
     ap.add_argument("--train", action="store_true", help="also measure training (data.cache disk and memory) in the memory section")
+    ap.add_argument("--no-audit", action="store_true", help="the memory section without its audit rows (with --train)")
     ap.add_argument("--eq-per-class", type=int, default=40)
     ap.add_argument("--scale-images", type=int, default=400)
     ap.add_argument("--record", action="store_true", help="write the sections into BENCHMARKS.md")
