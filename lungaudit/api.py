@@ -175,16 +175,23 @@ def audit(
         resume: continue ``out_dir`` after an interruption; refused if it was audited with other
             checkpoints, config or images. Without it, a folder holding rows is refused.
 
+    Under ``torchrun`` every process calls this alike: each audits its shard of the data and rank 0
+    merges them into ``out_dir`` (see :mod:`lungaudit.audit.shards`).
+
     Returns ``AuditResult`` (``out_dir``, validated ``summary``, images/s). Raises ``ValueError`` (the
     file or key named) for anything it cannot audit.
     """
+    from lungaudit import distributed as dist
     from lungaudit.audit.run import audit_dataset
     from lungaudit.runs.rundir import increment_run_dir
 
+    dist.init(dist.rank_device(device))  # under torchrun: the ranks must agree on the folder below
     run_dir = _run_folder(run, project)
     run_cfg = _run_config(run_dir, overrides)
     dataset = _audit_dataset(data, run_dir, layout, run_cfg, split)
-    out = Path(out_dir) if out_dir is not None else increment_run_dir(Path(project) / "audit", name, exist_ok=resume)
+    out = Path(out_dir) if out_dir is not None else dist.main_decides(
+        lambda: increment_run_dir(Path(project) / "audit", name, exist_ok=resume)
+    )
     return audit_dataset(
         dataset, run_dir, out, cfg or run_cfg.audit, device=device, resume=resume, progress=progress,
         num_workers=num_workers, max_pixels=run_cfg.data.max_pixels,
@@ -474,12 +481,17 @@ def demo(
     """The whole job on the embedded default: synth -> train -> audit of the test split -> HTML report."""
     from dataclasses import replace
 
+    from lungaudit import distributed as dist
+
     say = message or (lambda _m: None)
     cfg = cfg or load_config()
     data = Path(out)
+    dist.init(dist.rank_device(device or cfg.device))  # under torchrun: rank 0 writes the data and the report
     if not (data / "manifest.csv").is_file():
         say(f"1/4 synth -> {data}")
-        synth(data, cfg.synth)
+        if dist.world().is_main:
+            synth(data, cfg.synth)
+        dist.barrier()
     else:
         say(f"1/4 synth: reusing {data}")
     say("2/4 train")
@@ -487,7 +499,7 @@ def demo(
     say(f"3/4 audit of the test split with {trained.run_dir}")
     audited = audit(run=trained.run_dir, split="test", name=name, project=cfg.project, device=device or cfg.device, progress=progress)
     say("4/4 report")
-    return DemoResult(data, trained, audited, report(audited.out_dir))
+    return DemoResult(data, trained, audited, dist.main_decides(lambda: report(audited.out_dir)))
 
 
 __all__ = [

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import yaml
 
 CLASS_NAMES: tuple[str, ...] = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
+CACHE_MODES: tuple[str, ...] = ("auto", "memory", "disk")
 SHORTCUT_KINDS: tuple[str, ...] = ("markers", "shoulders", "source")
 
 
@@ -51,6 +52,7 @@ class DataConfig:
     test_frac: float = 0.15
     num_workers: int = 0  # DataLoader workers; 0 keeps everything in the main process
     max_megapixels: float = 50.0  # images above this are refused from their header, before decoding (0 = no cap)
+    cache: str = "auto"  # auto | memory | disk: decoded splits held in RAM, or in a memory-mapped cache on disk
 
     @property
     def max_pixels(self) -> int:
@@ -123,6 +125,11 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class DistConfig:
+    sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -133,6 +140,7 @@ class TrainConfig:
     seg: SegConfig = field(default_factory=SegConfig)
     cls: ClsConfig = field(default_factory=ClsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
 
 
 T = TypeVar("T")
@@ -224,6 +232,9 @@ def _check_sections(cfg: Any) -> None:
         sec = getattr(cfg, name, None)
         if sec is not None and sec.val_frac + sec.test_frac >= 1:
             raise ConfigError(f"{name}.val_frac + {name}.test_frac must be below 1, got {sec.val_frac} + {sec.test_frac}")
+    data = getattr(cfg, "data", None)
+    if data is not None and data.cache not in CACHE_MODES:
+        raise ConfigError(f"data.cache must be one of {', '.join(CACHE_MODES)}, got {data.cache!r}")
     seg = getattr(cfg, "seg", None)
     if seg is not None:
         if len(seg.decoder_channels) != seg.encoder_depth:
@@ -350,12 +361,14 @@ def save_config(cfg: Any, path: str | Path) -> None:
 
 
 __all__ = [
+    "CACHE_MODES",
     "CLASS_NAMES",
     "SHORTCUT_KINDS",
     "AuditConfig",
     "ClsConfig",
     "ConfigError",
     "DataConfig",
+    "DistConfig",
     "SegConfig",
     "SynthConfig",
     "TrainConfig",

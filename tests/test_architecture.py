@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lungaudit"
 
 # top-level module or subpackage -> layer (lower = closer to the raw data)
 LAYERS: dict[str, int] = {
-    "config": 0, "registry": 0, "utils": 0, "device": 0, "configs": 0,
+    "config": 0, "registry": 0, "utils": 0, "device": 0, "distributed": 0, "configs": 0, "__main__": 9,
     "data": 1,
     "segmentation": 2,
     "classification": 3,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from lungaudit import __version__
+from lungaudit import distributed as dist
 from lungaudit.audit.aggregate import aggregate_rows, write_mean_outside
 from lungaudit.audit.batch import TENSOR_KEYS, audit_batch
 from lungaudit.audit.loader import DecodeSpec, audit_loader
@@ -30,7 +31,6 @@ from lungaudit.audit.store import AuditStore
 from lungaudit.config import AuditConfig, to_dict
 from lungaudit.data.fingerprint import content_fingerprint, listing_fingerprint
 from lungaudit.data.records import Dataset, Problem, Sample
-from lungaudit.device import resolve_device
 from lungaudit.runs.restore import TrainedModels, load_run
 from lungaudit.runs.runinfo import RunInfoError, read_run_info, read_splits, sample_key, trained_on
 from lungaudit.utils import atomic_write_json, sha256_file
@@ -69,15 +69,25 @@ def audit_dataset(
     ``max_pixels`` caps decoding (None: the reader's default, ``data.max_megapixels``).
     ``stop_after_chunks`` raises KeyboardInterrupt after that many flushed chunks (tests of resumption).
     Raises ``ValueError`` (and its subclasses) for input it cannot audit.
+
+    Under torchrun each rank audits its shard into ``out_dir/shards/rank<k>-of-<n>/`` and rank 0
+    merges them (see :mod:`~lungaudit.audit.shards`); every rank returns the merged result.
     """
     cfg = cfg or AuditConfig()
-    dev = resolve_device(device)
+    dev = dist.rank_device(device)
+    world = dist.init(dev)
     models = load_run(run_dir, dev)
     unknown = sorted({s.label for s in dataset.samples if s.label is not None and s.label not in models.class_names})
     if unknown:
         raise ValueError(f"the data has classes {unknown} that the model in {run_dir} was not trained on ({models.class_names})")
     settings = StepSettings.resolve(cfg, models)
     identity = audit_identity(models, cfg, dataset)
+    if world.distributed:
+        from lungaudit.audit.shards import audit_shards
+
+        job = ShardJob(models, settings, cfg, dev, run_dir, num_workers, max_pixels, stop_after_chunks)
+        return audit_shards(dataset, Path(out_dir), identity, job, resume=resume, progress=progress)
+    _refuse_sharded(Path(out_dir))
     t0 = time.perf_counter()
     with AuditStore(Path(out_dir), models.class_names, identity, resume=resume, map_side=settings.size) as store:
         resumed = len(store.done)
@@ -91,6 +101,39 @@ def audit_dataset(
         summary = build_summary(store, models, cfg, dataset, list(dataset.problems) + problems, run_dir, rate or None)
         atomic_write_json(Path(out_dir) / SUMMARY_FILE, summary.model_dump(mode="json"))
     return AuditResult(Path(out_dir), summary, rate, resumed, list(dataset.problems) + problems)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """What every rank of a sharded audit needs besides its samples: models, settings, device, limits."""
+
+    models: TrainedModels
+    settings: StepSettings
+    cfg: AuditConfig
+    device: torch.device
+    run_dir: Path
+    num_workers: int
+    max_pixels: int | None
+    stop_after_chunks: int | None
+
+    def run(self, todo: Sequence[Sample], root: Path, store: AuditStore, progress: Callable[[int, int], None] | None) -> list[Problem]:
+        """Audit ``todo`` into ``store``; returns the images that could not be decoded."""
+        spec = DecodeSpec(self.settings.size, not self.cfg.predict_masks, self.cfg.marker_side, self.max_pixels)
+        return _audit_samples(todo, root, self.models, self.settings, spec, self.cfg, store, self.device, progress,
+                              self.num_workers, self.stop_after_chunks, self.run_dir)  # fmt: skip
+
+
+def _refuse_sharded(out_dir: Path) -> None:
+    """A folder audited under torchrun holds its rows in shards that only torchrun can resume."""
+    from lungaudit.audit.shards import sharded_world_size
+    from lungaudit.audit.store import StoreError
+
+    n = sharded_world_size(out_dir)
+    if n is not None:
+        raise StoreError(
+            f"{out_dir} holds an audit sharded over {n} processes; resume it with "
+            f"torchrun --nproc_per_node {n} -m lungaudit audit ... --resume, or audit into a new folder"
+        )
 
 
 def audit_identity(models: TrainedModels, cfg: AuditConfig, dataset: Dataset) -> dict[str, Any]:
@@ -193,4 +236,4 @@ def build_summary(
     })  # fmt: skip
 
 
-__all__ = ["SUMMARY_FILE", "AuditResult", "audit_dataset", "audit_identity", "build_summary"]
+__all__ = ["SUMMARY_FILE", "AuditResult", "ShardJob", "audit_dataset", "audit_identity", "build_summary"]

@@ -8,6 +8,8 @@ Guarantees, for one output folder:
   hashes, audit config, class names, the audited image list). Reopening a folder that holds rows
   without ``resume=True`` is refused; resuming with a different identity is refused and the message
   names every key that differs.
+* **Flat memory.** Rows written are kept only as :class:`StoredRow` (the few fields the summary
+  aggregates, about a tenth of a full row), so auditing 400k images does not hold 400k rows.
 * **No row lost or doubled.** A chunk first writes its partial aggregates (``partials/<n>.npz``: the
   chunk's keys and its per-class heatmap sums), then appends its rows to ``audit.csv`` in one fsynced
   write. On reopening, a torn last line is cut, partials whose rows did not all land are deleted,
@@ -23,13 +25,13 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from lungaudit.audit.schema import AuditRow, SchemaError, csv_columns, row_from_csv
-from lungaudit.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+from lungaudit.utils import atomic_write_bytes, atomic_write_json
 
 AUDIT_CSV = "audit.csv"
 IDENTITY = "identity.json"
@@ -54,6 +56,26 @@ def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[st
     return out
 
 
+class StoredRow:
+    """What the summary reads of an :class:`AuditRow`, in a tenth of its memory (slots, probs as a tuple).
+
+    It answers the attributes :func:`~lungaudit.audit.aggregate.aggregate_rows` reads with the row's
+    own values, so a summary built from stored rows equals one built from the full rows.
+    """
+
+    __slots__ = ("key", "label", "pred", "source", "flagged", "marker_flip", "e_in", "e_in_tol", "flip", "trained_on",
+                 "no_evidence", "region", "reasons", "_names", "_probs")  # fmt: skip
+
+    def __init__(self, row: AuditRow, names: tuple[str, ...]) -> None:
+        for k in self.__slots__[:-2]:
+            setattr(self, k, getattr(row, k))
+        self._names, self._probs = names, tuple(row.probs.get(c) for c in names)
+
+    @property
+    def probs(self) -> dict[str, float]:
+        return {c: p for c, p in zip(self._names, self._probs) if p is not None}
+
+
 class AuditStore:
     """Append-only, resumable rows of one audit, plus the per-class sums of out-of-lung heatmaps."""
 
@@ -61,10 +83,11 @@ class AuditStore:
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.class_names, self.columns = list(class_names), csv_columns(class_names)
+        self._names = tuple(class_names)
         self._lock = _acquire(self.dir / LOCK)
         try:
             self._check_identity(identity, resume)
-            self.done: list[AuditRow] = self._reconcile()
+            self.done: list[StoredRow] = self._reconcile()
         except BaseException:
             self.close()
             raise
@@ -96,7 +119,7 @@ class AuditStore:
                 stale.unlink(missing_ok=True)
             atomic_write_json(path, identity)
 
-    def _reconcile(self) -> list[AuditRow]:
+    def _reconcile(self) -> list[StoredRow]:
         """Make CSV rows and partials describe the same images; returns the surviving rows."""
         (self.dir / PARTIALS).mkdir(exist_ok=True)
         csv_path = self.dir / AUDIT_CSV
@@ -117,32 +140,37 @@ class AuditStore:
             self._rewrite(kept)
         return kept
 
-    def _read_csv(self, path: Path) -> tuple[list[AuditRow], bool]:
-        """The parsed rows, and whether a torn last line (a crash mid-append) had to be cut off."""
+    def _read_csv(self, path: Path) -> tuple[list[StoredRow], bool]:
+        """The parsed rows, and whether a torn last line (a crash mid-append) had to be cut off.
+
+        Streamed line by line: reopening a 400k-row audit never holds its text or its full rows.
+        """
+        lines = _Lines()
+        out = []
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, encoding="utf-8", newline="") as f:
+                reader = csv.DictReader(lines.whole(f))
+                for line, raw in enumerate(reader, start=2):
+                    try:
+                        out.append(StoredRow(row_from_csv(raw, self.class_names), self._names))
+                    except SchemaError as e:
+                        raise StoreError(f"{path}, line {line}: {e}") from None
+                if reader.fieldnames is not None and reader.fieldnames != self.columns:
+                    raise StoreError(f"{path} was written with other columns/classes; audit into a new folder")
         except UnicodeDecodeError:
             raise StoreError(f"{path} is not UTF-8 text; audit into a new folder") from None
-        torn = bool(text) and not text.endswith("\n")
-        if torn:
-            text = text[: text.rfind("\n") + 1]
-        reader = csv.DictReader(io.StringIO(text))
-        if text and reader.fieldnames != self.columns:
-            raise StoreError(f"{path} was written with other columns/classes; audit into a new folder")
-        out = []
-        for line, raw in enumerate(reader, start=2):
-            try:
-                out.append(row_from_csv(raw, self.class_names))
-            except SchemaError as e:
-                raise StoreError(f"{path}, line {line}: {e}") from None
-        return out, torn
+        return out, lines.torn
 
-    def _rewrite(self, rows: list[AuditRow]) -> None:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(r.to_csv(self.class_names) for r in rows)
-        atomic_write_text(self.dir / AUDIT_CSV, buf.getvalue())
+    def _rewrite(self, keep: list[StoredRow]) -> None:
+        """``audit.csv`` cut down to the rows of ``keep`` (rows are re-read: the store holds no full row)."""
+        wanted = {r.key for r in keep}
+        rows = self.rows() if (self.dir / AUDIT_CSV).is_file() else iter(())
+        # Streams old -> temporary file; the old CSV is only replaced once the new one is complete.
+        write_rows_csv(self.dir / AUDIT_CSV, (r for r in rows if r.key in wanted), self.class_names)
+
+    def rows(self) -> Iterator[AuditRow]:
+        """The full rows of ``audit.csv``, streamed (a torn last line, if any, left out)."""
+        return iter_rows(self.dir / AUDIT_CSV, self.class_names)
 
     # ------------------------------------------------------------------ writing
 
@@ -181,7 +209,7 @@ class AuditStore:
         # Keep what the CSV holds (numbers at its precision), not the in-memory rows: the summary is
         # then the same whether the audit ran straight through or resumed from the file, and equals
         # what report/gate/compare recompute from audit.csv.
-        self.done += [row_from_csv(c, self.class_names) for c in cells]
+        self.done += [StoredRow(row_from_csv(c, self.class_names), self._names) for c in cells]
         self.done_keys.update(r.key for r in self._rows)
         self._rows = []
         self._sums.zero_()
@@ -211,6 +239,62 @@ class AuditStore:
         self.close()
 
 
+def iter_rows(path: Path, class_names: Sequence[str]) -> Iterator[AuditRow]:
+    """The rows of an ``audit.csv`` one at a time; a torn last line (no newline) is skipped."""
+    names = list(class_names)
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(_Lines().whole(f))
+        for line, raw in enumerate(reader, start=2):
+            try:
+                yield row_from_csv(raw, names)
+            except SchemaError as e:
+                raise StoreError(f"{path}, line {line}: {e}") from None
+
+
+class _Lines:
+    """Complete lines of a file being read; remembers whether a torn last line was left out."""
+
+    def __init__(self) -> None:
+        self.seen, self.torn = False, False
+
+    def whole(self, f: Iterable[str]) -> Iterator[str]:
+        for line in f:
+            self.seen = True
+            if line.endswith("\n"):
+                yield line
+            else:
+                self.torn = True  # only the last line of a file can lack its newline
+
+
+def write_rows_csv(path: Path, rows: Iterable[AuditRow], class_names: Sequence[str]) -> None:
+    """``rows`` as a whole ``audit.csv`` (header included), streamed to a temporary file and renamed."""
+    names = list(class_names)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # open() gives it the umask's mode, like the CSV it replaces
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=csv_columns(names), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(r.to_csv(names) for r in rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def lock_folder(folder: Path) -> int:
+    """Hold ``folder/.lock`` exclusively (one writer per audit folder); release with :func:`unlock`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return _acquire(folder / LOCK)
+
+
+def unlock(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
 def _acquire(path: Path) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -221,4 +305,7 @@ def _acquire(path: Path) -> int:
     return fd
 
 
-__all__ = ["AUDIT_CSV", "CHUNK", "IDENTITY", "AuditStore", "StoreError"]
+__all__ = [
+    "AUDIT_CSV", "CHUNK", "IDENTITY", "AuditStore", "StoreError", "StoredRow", "iter_rows", "lock_folder", "unlock",
+    "write_rows_csv",
+]

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lungaudit.cli.app import app
 from lungaudit.cli.choices import enum_from
-from lungaudit.cli.common import console, fail, os_error, say, table
+from lungaudit.cli.common import console, fail, is_main_process, os_error, say, table
 from lungaudit.data.split import SPLITS
 
 SplitChoice = enum_from(SPLITS, "SplitChoice")
@@ -49,10 +49,10 @@ def audit_ticker(progress: Progress) -> Callable[[int, int], None]:
     return tick
 
 
-def with_audit_progress(run: Callable[[Callable[[int, int], None]], Any]) -> Any:
-    """Call ``run(tick)`` behind a rich progress bar showing images/s."""
+def with_audit_progress(run: Callable[[Callable[[int, int], None]], Any], enabled: bool = True) -> Any:
+    """Call ``run(tick)`` behind a rich progress bar showing images/s (none when not ``enabled``)."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
+    with Progress(*columns, console=console, disable=not enabled) as progress:
         return run(audit_ticker(progress))
 
 
@@ -68,22 +68,30 @@ def audit(
     project: Path = typer.Option(Path("runs"), "--project", help="Parent folder of train/ and audit/."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     workers: int = typer.Option(1, "--workers", min=0, help="Decode workers."),
-    resume: bool = typer.Option(False, "--resume", help="Continue runs/audit/<name> where it stopped (same run, config and data only)."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue runs/audit/<name> where it stopped (same run, config and data; a sharded audit with as many processes)."
+    ),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html at the end."),
 ) -> None:
-    """Audit every prediction: does the Grad-CAM energy sit in the lungs? The audit follows the run's data, split and config."""
+    """Audit every prediction: does the Grad-CAM energy sit in the lungs? The audit follows the run's data, split and config.
+
+    Under torchrun each process audits a shard and rank 0 merges them into one folder and report.
+    """
     import lungaudit as la
 
     overrides = list(set_ or []) + (["audit.predict_masks=true"] if predict_masks else [])
+    main = is_main_process()
     try:
         result = with_audit_progress(lambda tick: la.audit(
             dataset, run, split=split.value if split else None, name=name, project=project, layout=layout,
             overrides=overrides, device=device, resume=resume, progress=tick, num_workers=workers,
-        ))  # fmt: skip
+        ), enabled=main)  # fmt: skip
     except ValueError as e:
         fail(str(e))
     except OSError as e:
         fail(os_error(e))
+    if not main:
+        return
     print_audit_summary(result.summary)
     say("throughput: {} images/s; outputs: [bold]{}[/]", f"{result.images_per_s:.1f}", result.out_dir)
     if report:

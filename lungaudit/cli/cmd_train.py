@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lungaudit.cli.app import app
 from lungaudit.cli.choices import enum_from
-from lungaudit.cli.common import console, fail, fmt, load_cli_config, os_error, say, table
+from lungaudit.cli.common import console, fail, fmt, is_main_process, load_cli_config, os_error, say, table
 from lungaudit.config import replace
 from lungaudit.training import STAGES
 from lungaudit.training.callbacks import TrainCallback
@@ -73,9 +73,10 @@ def print_test_metrics(tm: dict[str, Any]) -> None:
 TRAIN_ERRORS = (ValueError, RuntimeError, OSError)  # CheckpointError, ConfigError, ImageReadError are ValueErrors
 
 
-def _progress() -> Progress:
+def _progress(enabled: bool = True) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console)  # fmt: skip
+                    TimeRemainingColumn(), console=console, disable=not enabled)  # fmt: skip
+
 
 
 @app.command()
@@ -108,12 +109,16 @@ def train(
         cfg = replace(cfg, seg=replace(cfg.seg, pretrained=True), cls=replace(cfg.cls, pretrained=True))
     if weights is not None:
         cfg = _with_weights(cfg, weights, stage.value)
-    with _progress() as progress:
+    main = is_main_process()
+    with _progress(main) as progress:
         try:
-            result = run_train(cfg, stage=stage.value, resume=resume, run_dir=run_dir, callback=RichTrainProgress(progress), seg_from=seg_from)
+            callback = RichTrainProgress(progress) if main else TrainCallback()
+            result = run_train(cfg, stage=stage.value, resume=resume, run_dir=run_dir, callback=callback, seg_from=seg_from)
         except TRAIN_ERRORS as e:
             progress.stop()
             fail(os_error(e) if isinstance(e, OSError) else str(e))
+    if not main:
+        return
     print_test_metrics(result.test_metrics)
     times = ", ".join(f"{k} {v:.0f}s" for k, v in result.stage_times_s.items())
     say("[bold green]done[/] in {}s ({}); run folder: [bold]{}[/]", f"{result.elapsed_s:.0f}", times, result.run_dir)

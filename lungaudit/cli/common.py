@@ -38,6 +38,16 @@ def os_error(e: OSError) -> str:
     return str(e)
 
 
+def is_main_process() -> bool:
+    """False on the ranks other than 0 under torchrun: they work silently and print nothing."""
+    from lungaudit.distributed import env_world
+
+    try:
+        return env_world().is_main
+    except ValueError as e:
+        fail(str(e))
+
+
 def say(template: str, *values: Any) -> None:
     """Print ``template`` (trusted rich markup) with ``{}`` slots filled by escaped ``values``."""
     console.print(template.format(*(escape(str(v)) for v in values)), markup=True, highlight=False, soft_wrap=True)

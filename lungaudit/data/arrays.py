@@ -1,18 +1,23 @@
 """Decode a split once into fixed-size arrays held in memory.
 
 The data sets this tool trains on by default fit in RAM many times over at model resolution, and
-decoding PNGs once instead of every epoch is the largest saving on a 2-core machine.
+decoding PNGs once instead of every epoch is the largest saving on a 2-core machine. Sets that do
+not fit are decoded once into a memory-mapped cache on disk instead (:mod:`lungaudit.data.cache`),
+whose :class:`~lungaudit.data.lazy.RowView` arrays the helpers here accept as well.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 
+from lungaudit.data.lazy import RowView, zip_rows
 from lungaudit.data.records import Sample
 
 log = logging.getLogger(__name__)
@@ -20,12 +25,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Arrays:
-    """``images`` (N, S, S) float32 in [0, 1]; ``masks`` (N, S, S) uint8 {0,1}; ``has_mask`` (N,) bool."""
+    """``images`` (N, S, S) float32 in [0, 1]; ``masks`` (N, S, S) uint8 {0,1}; ``has_mask`` (N,) bool.
+
+    ``images`` and ``masks`` are numpy arrays in memory, or read-only :class:`RowView` s of the disk
+    cache folder ``store``.
+    """
 
     samples: list[Sample]
-    images: np.ndarray
-    masks: np.ndarray
+    images: np.ndarray | RowView
+    masks: np.ndarray | RowView
     has_mask: np.ndarray
+    store: Path | None = None
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -76,6 +86,8 @@ def dilate(masks: np.ndarray, px: int) -> np.ndarray:
     """
     if px <= 0:
         return masks
+    if isinstance(masks, RowView):  # dilated as rows are read, never all at once
+        return masks.map(partial(dilate, px=px))
     kernel = np.ones((2 * px + 1, 2 * px + 1), np.uint8)
     if masks.ndim == 2:
         return cv2.dilate(masks.astype(np.uint8), kernel)
@@ -84,4 +96,6 @@ def dilate(masks: np.ndarray, px: int) -> np.ndarray:
 
 def apply_lung_mask(image: np.ndarray, mask: np.ndarray, fill_value: float) -> np.ndarray:
     """Pixels outside ``mask`` (already dilated) set to ``fill_value``; shapes broadcast."""
+    if isinstance(image, RowView) or isinstance(mask, RowView):
+        return zip_rows(image, mask, partial(apply_lung_mask, fill_value=fill_value), np.float32)
     return np.where(mask.astype(bool), image, np.float32(fill_value)).astype(np.float32)

@@ -7,6 +7,9 @@
 
 Both are order-independent and use paths relative to the data set root, so a moved data set keeps
 its fingerprint.
+
+* :func:`rows_fingerprint` is the cheap kind for an ordered list with its masks: what the disk cache
+  of decoded rows (row ``i`` is sample ``i``) is keyed by.
 """
 
 from __future__ import annotations
@@ -40,6 +43,24 @@ def listing_fingerprint(samples: Sequence[Sample], root: Path) -> str:
     return h.hexdigest()
 
 
+def _stamp(path: Path | None) -> str:
+    if path is None:
+        return "-"
+    try:
+        st = os.stat(path)
+        return f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        return f"{path}:missing"
+
+
+def rows_fingerprint(samples: Sequence[Sample]) -> str:
+    """SHA-256 over (absolute path, size, mtime) of each image and its mask, in order."""
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(f"{_stamp(s.path)}\t{_stamp(s.mask_path)}\n".encode())
+    return h.hexdigest()
+
+
 def content_fingerprint(samples: Sequence[Sample], root: Path) -> str:
     """SHA-256 over (relative path, label, content hash) of the samples, order-independent."""
     h = hashlib.sha256()
@@ -52,4 +73,4 @@ def content_fingerprint(samples: Sequence[Sample], root: Path) -> str:
     return h.hexdigest()
 
 
-__all__ = ["content_fingerprint", "listing_fingerprint"]
+__all__ = ["content_fingerprint", "listing_fingerprint", "rows_fingerprint"]

@@ -25,7 +25,7 @@ from lungaudit.audit.rows import step_rows
 from lungaudit.audit.schema import AuditRow, csv_columns
 from lungaudit.audit.step import StepResult, StepSettings
 from lungaudit.config import TrainConfig, to_dict
-from lungaudit.data.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image
+from lungaudit.data.imageio import IMAGE_EXTENSIONS, read_image
 from lungaudit.data.records import Problem, Sample
 from lungaudit.device import resolve_device, to_device
 from lungaudit.explain.cam import CAM_METHODS, compute_cam

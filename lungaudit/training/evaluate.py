@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -11,11 +12,15 @@ import torch
 from lungaudit.classification.metrics import classification_report
 from lungaudit.config import TrainConfig
 from lungaudit.data.arrays import Arrays, load_arrays
+from lungaudit.data.lazy import RowView, take_rows
 from lungaudit.data.records import Sample
 from lungaudit.segmentation.predict import predict_masks
 from lungaudit.training import plots
 from lungaudit.training.cls import masked_images, predict_probs
+from lungaudit.training.loop import batches
 from lungaudit.training.seg import seg_metrics
+
+FILL_CHUNK = 512  # images whose masks are predicted at a time when filling the disk cache
 
 
 def labels_of(samples: list[Sample], class_names: list[str]) -> np.ndarray:
@@ -23,25 +28,54 @@ def labels_of(samples: list[Sample], class_names: list[str]) -> np.ndarray:
     return np.array([index[s.label] for s in samples], dtype=np.int64)
 
 
-def fill_missing_masks(arrays: Arrays, segmenter: torch.nn.Module | None, seg_size: int, what: str) -> np.ndarray:
-    """Given masks where present, the U-Net's elsewhere; refuses when neither exists."""
-    masks = arrays.masks.copy()
+def fill_missing_masks(arrays: Arrays, segmenter: torch.nn.Module | None, seg_size: int, what: str) -> np.ndarray | RowView:
+    """Given masks where present, the U-Net's elsewhere; refuses when neither exists.
+
+    For arrays in the disk cache the result is a memory-mapped file beside the cache (built once
+    per segmenter, batch by batch), never the whole set in memory.
+    """
     missing = np.flatnonzero(~arrays.has_mask)
+    if len(missing) and segmenter is None:
+        raise ValueError(
+            f"{len(missing)} {what} image(s) have no lung mask and there is no segmenter "
+            f"(first: {arrays.samples[missing[0]].path}); train one with --stage all or pass --seg-from"
+        )
+    if isinstance(arrays.masks, RowView):
+        return arrays.masks if not len(missing) else _fill_on_disk(arrays, segmenter, seg_size)  # type: ignore[arg-type]
+    masks = arrays.masks.copy()
     if len(missing):
-        if segmenter is None:
-            raise ValueError(
-                f"{len(missing)} {what} image(s) have no lung mask and there is no segmenter "
-                f"(first: {arrays.samples[missing[0]].path}); train one with --stage all or pass --seg-from"
-            )
         predicted = predict_masks(segmenter, [arrays.images[i] for i in missing], seg_size)
         masks[missing] = np.stack(predicted).astype(np.uint8)
     return masks
 
 
+def _fill_on_disk(arrays: Arrays, segmenter: torch.nn.Module, seg_size: int) -> RowView:
+    """The split's masks with the missing ones predicted, as a uint8 file keyed by data and segmenter."""
+    from lungaudit.data.cache import ARRAYS, build_rows, cache_root
+    from lungaudit.data.fingerprint import rows_fingerprint
+
+    n, side = len(arrays.samples), int(arrays.images.shape[1])
+    h = hashlib.sha256(f"{rows_fingerprint(arrays.samples)}:{side}:{seg_size}".encode())
+    for name, t in sorted(segmenter.state_dict().items()):  # the U-Net's own weights, not its file's path
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+
+    def fill(out: np.memmap) -> None:
+        for sl in batches(n, FILL_CHUNK):
+            rows = np.asarray(arrays.masks[sl])
+            missing = np.flatnonzero(~arrays.has_mask[sl])
+            if len(missing):
+                predicted = predict_masks(segmenter, list(arrays.images[missing + sl.start]), seg_size)
+                rows[missing] = np.stack(predicted).astype(np.uint8)
+            out[sl] = rows
+
+    return build_rows(cache_root() / ARRAYS / f"masks-{h.hexdigest()[:20]}.u8", n, (side, side), fill)
+
+
 def segmentation_report(segmenter: torch.nn.Module, test: Arrays, val: Arrays, seg_size: int, batch_size: int, run_dir: Path) -> dict[str, Any]:
     """Dice/IoU on the test images that carry masks, plus ``mask_examples.png`` from validation."""
     ti = np.flatnonzero(test.has_mask)
-    report = {k: v for k, v in seg_metrics(segmenter, test.images[ti], test.masks[ti], batch_size).items() if k != "score"}
+    report = {k: v for k, v in seg_metrics(segmenter, take_rows(test.images, ti), take_rows(test.masks, ti), batch_size).items() if k != "score"}
     vi = np.flatnonzero(val.has_mask)[:6]
     if len(vi):
         pred = predict_masks(segmenter, list(val.images[vi]), seg_size)

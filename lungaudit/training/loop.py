@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -18,13 +18,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from lungaudit import distributed as dist
 from lungaudit.device import autocast, prepare_model
 from lungaudit.runs.checkpoint import Checkpoint, check_same_model, load_checkpoint, save_checkpoint
 from lungaudit.runs.rundir import MetricsLog
 from lungaudit.training.callbacks import TrainCallback
+from lungaudit.training.ddp import shard_loader, unwrap, wrap_model
 from lungaudit.training.stopping import StopState, rule_for, stopping_step
 
 log = logging.getLogger(__name__)
+
+STREAM_STRIDE = 1_000_003  # seed distance between ranks' augmentation streams (beyond any epoch/worker offset)
 
 
 @dataclass
@@ -57,21 +61,39 @@ class _Fit:
     device: torch.device
     last_path: Path
     best_path: Path
+    world: dist.World = dist.World()
 
     @classmethod
-    def open(cls, stage: Stage, weights_dir: Path, device: torch.device) -> _Fit:
-        weights_dir.mkdir(parents=True, exist_ok=True)
+    def open(cls, stage: Stage, weights_dir: Path, device: torch.device, sync_bn: bool = False) -> _Fit:
+        world = dist.world()
+        if world.is_main:
+            weights_dir.mkdir(parents=True, exist_ok=True)
         model = prepare_model(stage.model, device)
+        if world.distributed:  # each rank its share of every epoch; gradients averaged by DDP
+            stage = replace(stage, loader=shard_loader(stage.loader, world))
+            model = wrap_model(model, device, sync_bn, stage.loader.dataset[0][0][None])
         optimizer = torch.optim.AdamW(model.parameters(), lr=stage.lr, weight_decay=stage.weight_decay)
         total = stage.epochs * max(1, len(stage.loader))
         warmup = min(max(1, len(stage.loader)), max(1, total // 20))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_with_warmup(s, warmup, total))
         return cls(stage, model, optimizer, scheduler, device,
-                   weights_dir / f"{stage.kind}_last.pt", weights_dir / f"{stage.kind}_best.pt")  # fmt: skip
+                   weights_dir / f"{stage.kind}_last.pt", weights_dir / f"{stage.kind}_best.pt", world)  # fmt: skip
+
+    @property
+    def net(self) -> nn.Module:
+        """The model itself (inside DDP's wrapper): what is evaluated and checkpointed."""
+        return unwrap(self.model)
 
     def best(self) -> Checkpoint:
+        return self.load(self.best_path)
+
+    def load(self, path: Path) -> Checkpoint:
+        """A checkpoint of this stage; under torchrun read by rank 0 alone and handed to every rank."""
         s = self.stage
-        return load_checkpoint(self.best_path, kind=s.kind, class_names=s.class_names, map_location=self.device)
+        if not self.world.distributed:
+            return load_checkpoint(path, kind=s.kind, class_names=s.class_names, map_location=self.device)
+        # On CPU: a pickled CUDA tensor would land on rank 0's GPU in every process.
+        return dist.main_decides(lambda: load_checkpoint(path, kind=s.kind, class_names=s.class_names, map_location="cpu"))
 
 
 def run_stage(
@@ -82,18 +104,23 @@ def run_stage(
     callback: TrainCallback,
     resume: bool = False,
     interrupt_after_epoch: int | None = None,
+    sync_bn: bool = False,
 ) -> Checkpoint:
     """Train ``stage`` to completion (or early stop) and return its best checkpoint.
 
     ``interrupt_after_epoch`` raises KeyboardInterrupt after that epoch's checkpoint is written; the
-    tests use it to simulate a crash without killing the process.
+    tests use it to simulate a crash without killing the process. Under torchrun every rank calls
+    this: each trains on its share of the epoch, rank 0 alone validates (on the whole validation
+    set; the others receive its figures), writes checkpoints and ``metrics.csv``.
     """
-    fit = _Fit.open(stage, weights_dir, device)
+    fit = _Fit.open(stage, weights_dir, device, sync_bn)
+    stage, main = fit.stage, fit.world.is_main
     rule = rule_for(stage.patience, stage.chance, stage.stop_margin, stage.min_epochs, stage.epochs)
     state, start_epoch, done = StopState(-math.inf, 0), 0, False
-    if resume and fit.last_path.is_file():
+    if resume and dist.main_decides(fit.last_path.is_file):
         state, start_epoch, done = _resume(fit, callback)
-    metrics.truncate(stage.kind, start_epoch)
+    if main:
+        metrics.truncate(stage.kind, start_epoch)
     if done:
         return fit.best()
     callback.stage_start(stage.kind, start_epoch, stage.epochs, max(1, len(stage.loader)))
@@ -101,9 +128,9 @@ def run_stage(
     for epoch in range(start_epoch, stage.epochs):
         t0 = time.perf_counter()
         totals, n_batches = _train_epoch(fit, epoch, callback)
+        totals = dist.all_mean(totals)  # the logged training loss covers every rank's batches
         train_time = time.perf_counter() - t0
-        fit.model.eval()
-        val = stage.evaluate(fit.model)
+        val = _validate(fit)
         score = val["score"]
         if not math.isfinite(score):
             # No validation images (e.g. a small segmentation-only set used whole for training):
@@ -111,15 +138,17 @@ def run_stage(
             score = -totals.get("loss", 0.0) / max(n_batches, 1)
         state, improved, stop = stopping_step(state, score, epoch + 1, rule)
         finished = stop or epoch + 1 == stage.epochs
-        _save_epoch(fit, epoch + 1, state, val, improved, finished)
+        if main:
+            _save_epoch(fit, epoch + 1, state, val, improved, finished)
         row = {
             "stage": stage.kind, "epoch": epoch + 1,
             **{f"train_{k}": v / max(n_batches, 1) for k, v in totals.items()},
             **{f"val_{k}": v for k, v in val.items()},
             "lr": fit.optimizer.param_groups[0]["lr"], "epoch_time_s": time.perf_counter() - t0, "train_time_s": train_time,
-            "images_per_s": n_batches * (stage.loader.batch_size or 1) / max(train_time, 1e-9),
+            "images_per_s": n_batches * (stage.loader.batch_size or 1) * fit.world.size / max(train_time, 1e-9),
         }  # fmt: skip
-        metrics.append(row)
+        if main:
+            metrics.append(row)
         callback.epoch_end(stage.kind, row)
         if interrupt_after_epoch is not None and epoch + 1 == interrupt_after_epoch:
             raise KeyboardInterrupt(f"simulated interruption after {stage.kind} epoch {epoch + 1}")
@@ -133,15 +162,24 @@ def run_stage(
 def _resume(fit: _Fit, callback: TrainCallback) -> tuple[StopState, int, bool]:
     """Restore model, optimizer and schedule from ``last.pt``; returns (stop state, epochs done, finished)."""
     s = fit.stage
-    ckpt = load_checkpoint(fit.last_path, kind=s.kind, class_names=s.class_names, map_location=fit.device)
+    ckpt = fit.load(fit.last_path)  # every rank resumes from the same last.pt: rank 0's
     check_same_model(ckpt, s.config, s.model_keys, fit.last_path)
-    fit.model.load_state_dict(ckpt.model_state)
+    fit.net.load_state_dict(ckpt.model_state)
     if ckpt.optimizer_state:
         fit.optimizer.load_state_dict(ckpt.optimizer_state)
     if ckpt.scheduler_state:
         fit.scheduler.load_state_dict(ckpt.scheduler_state)
     callback.message(f"{s.kind}: resuming after epoch {ckpt.epoch} (best score {ckpt.best_metric:.4f})")
     return StopState(ckpt.best_metric, ckpt.bad_epochs), ckpt.epoch, bool((ckpt.extra or {}).get("finished"))
+
+
+def _validate(fit: _Fit) -> dict[str, float]:
+    """The stage's validation figures; under torchrun computed by rank 0 and handed to every rank,
+    which all need the score to agree on the best epoch and on early stopping."""
+    fit.model.eval()
+    if not fit.world.distributed:
+        return fit.stage.evaluate(fit.model)
+    return dist.main_decides(lambda: fit.stage.evaluate(fit.net))
 
 
 def _train_epoch(fit: _Fit, epoch: int, callback: TrainCallback) -> tuple[dict[str, float], int]:
@@ -173,7 +211,7 @@ def _save_epoch(fit: _Fit, epochs_done: int, state: StopState, val: dict[str, fl
     s = fit.stage
     ckpt = Checkpoint(
         kind=s.kind, config=s.config, class_names=s.class_names,
-        model_state={k: v.detach().cpu() for k, v in fit.model.state_dict().items()},
+        model_state={k: v.detach().cpu() for k, v in fit.net.state_dict().items()},
         epoch=epochs_done, best_metric=state.best, bad_epochs=state.bad_epochs,
         optimizer_state=fit.optimizer.state_dict(), scheduler_state=fit.scheduler.state_dict(),
         extra={"finished": finished, "val": {k: float(v) for k, v in val.items()}},
@@ -204,6 +242,8 @@ class EpochSeededDataset(Dataset):
     through or was resumed at k, which is what makes ``--resume`` reproduce an uninterrupted run.
     """
 
+    stream = 0  # under torchrun the rank: each rank augments from its own stream, rank 0 the usual one
+
     def __init__(self, images: np.ndarray, transform: Any, seed: int) -> None:
         self.images, self.transform, self.seed = images, transform, seed
         self.set_epoch(0)
@@ -211,7 +251,7 @@ class EpochSeededDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         if self.transform is not None:
-            self.transform.set_random_seed(self.seed * 10_007 + epoch)
+            self.transform.set_random_seed(self.seed * 10_007 + epoch + STREAM_STRIDE * self.stream)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -221,7 +261,7 @@ def _reseed_worker(worker_id: int) -> None:
     """Give each loader worker its own augmentation stream, derived from (seed, epoch, worker)."""
     ds = get_worker_info().dataset
     if getattr(ds, "transform", None) is not None:
-        ds.transform.set_random_seed(ds.seed * 10_007 + ds.epoch * 101 + worker_id + 1)
+        ds.transform.set_random_seed(ds.seed * 10_007 + ds.epoch * 101 + worker_id + 1 + STREAM_STRIDE * ds.stream)
 
 
 class EpochShuffleSampler(Sampler[int]):

@@ -16,18 +16,19 @@ from typing import Any
 
 import torch
 
+from lungaudit import distributed as dist
 from lungaudit.classification.model import resolve_input_norm
 from lungaudit.config import TrainConfig, replace, save_config
 from lungaudit.data.arrays import Arrays, load_arrays
 from lungaudit.data.records import Dataset, Sample
-from lungaudit.device import resolve_device
-from lungaudit.runs.checkpoint import load_checkpoint
+from lungaudit.runs.checkpoint import Checkpoint, load_checkpoint
 from lungaudit.runs.restore import restore, segmenter_checkpoint
 from lungaudit.runs.rundir import MetricsLog, increment_run_dir
 from lungaudit.runs.runinfo import RunInfo, write_run_info
 from lungaudit.training import STAGES, plots
 from lungaudit.training.callbacks import TrainCallback
 from lungaudit.training.cls import cls_stage
+from lungaudit.training.ddp import check_batch
 from lungaudit.training.evaluate import classification_test, fill_missing_masks, labels_of, segmentation_report
 from lungaudit.training.loop import run_stage
 from lungaudit.training.seg import seg_stage
@@ -47,15 +48,30 @@ class TrainResult:
 
 
 class SplitArrays:
-    """Each split decoded once per resolution, on first use."""
+    """Each split decoded once per resolution, on first use: into memory, or into the disk cache.
 
-    def __init__(self, splits: dict[str, list[Sample]], max_pixels: int) -> None:
-        self.splits, self.max_pixels = splits, max_pixels
+    ``mode`` is ``data.cache``; ``auto`` picks by the decoded size of all splits together, so every
+    split of a run is held the same way.
+    """
+
+    def __init__(self, splits: dict[str, list[Sample]], max_pixels: int, mode: str = "memory", num_workers: int = 0) -> None:
+        self.splits, self.max_pixels, self.mode, self.num_workers = splits, max_pixels, mode, num_workers
         self._cache: dict[tuple[str, int], Arrays] = {}
+
+    def where(self, size: int) -> str:
+        from lungaudit.data.cache import resolve_cache_mode
+
+        return resolve_cache_mode(self.mode, sum(len(v) for v in self.splits.values()), size)
 
     def __call__(self, split: str, size: int) -> Arrays:
         if (split, size) not in self._cache:
-            self._cache[(split, size)] = load_arrays(self.splits[split], size, max_pixels=self.max_pixels)
+            if self.where(size) == "disk":
+                from lungaudit.data.cache import cached_arrays
+
+                arrays = cached_arrays(self.splits[split], size, self.max_pixels, self.num_workers)
+            else:
+                arrays = load_arrays(self.splits[split], size, max_pixels=self.max_pixels)
+            self._cache[(split, size)] = arrays
         return self._cache[(split, size)]
 
     def keep_labelled(self) -> None:
@@ -113,18 +129,22 @@ def train(
     t_start = time.perf_counter()
     cfg, cls_init = _resolve_cls_input(cfg, stage)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = dist.rank_device(cfg.device)
+    world = dist.init(device)
     source = Path(cfg.data.root) if cfg.data.root else synthetic_default(cfg.synth, callback.message)
     dataset = load_dataset(source, cfg.data.layout, data_cfg=cfg.data)
     seg_ckpt = segmenter_checkpoint(seg_from) if seg_from is not None else None
     splits = {name: dataset.split(name) for name in ("train", "val", "test")}
     _preflight(dataset, splits, stage, seg_ckpt is not None, run_dir if resume else None)
     _check_architectures(cfg, stage, seg_ckpt is not None)
-    run_dir = Path(run_dir) if run_dir is not None else increment_run_dir(Path(cfg.project) / "train", cfg.name, exist_ok=resume)
-    fresh = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _preflight_world(cfg, stage, seg_ckpt is not None, world)
+    if run_dir is None:  # rank 0 picks the next free name; every rank must write into the same one
+        run_dir = dist.main_decides(lambda: increment_run_dir(Path(cfg.project) / "train", cfg.name, exist_ok=resume))
+    run_dir = Path(run_dir)
+    fresh = world.is_main and not run_dir.exists()
     try:
-        return _train_into(run_dir, cfg, dataset, source, splits, stage, seg_ckpt, device, callback, resume, interrupt_after, t_start, cls_init)
+        return _train_into(run_dir, cfg, dataset, source, splits, stage, seg_ckpt, device, world, callback, resume,
+                           interrupt_after, t_start, cls_init)  # fmt: skip
     except BaseException:
         if fresh:
             _discard_unresumable(run_dir)
@@ -133,34 +153,59 @@ def train(
 
 def _train_into(
     run_dir: Path, cfg: TrainConfig, dataset: Dataset, source: Path, splits: dict[str, list[Sample]], stage: str,
-    seg_ckpt: Path | None, device: torch.device, callback: TrainCallback, resume: bool,
+    seg_ckpt: Path | None, device: torch.device, world: dist.World, callback: TrainCallback, resume: bool,
     interrupt_after: tuple[str, int] | None, t_start: float, cls_init: InitWeights | None,
 ) -> TrainResult:  # fmt: skip
-    """Everything :func:`train` does once its run folder exists."""
+    """Everything :func:`train` does once its run folder is chosen."""
+    if world.is_main:
+        _open_run_dir(cfg, run_dir, dataset, source, seg_ckpt, callback)
+    callback.message(f"device: {device}{_world_note(world)}; data: {source} ({dataset.layout}, {len(dataset.samples)} images); run: {run_dir}")
+    arrays = SplitArrays(splits, cfg.data.max_pixels, cfg.data.cache, cfg.data.num_workers)
+    if arrays.where(cfg.cls.image_size) == "disk":
+        callback.message("data: decoded into the disk cache (data.cache), read through memory maps")
+    run = _Run(cfg, device, run_dir, arrays, MetricsLog(run_dir / "metrics.csv"), callback, resume,
+               interrupt_after, cls_init)  # fmt: skip
+    test_metrics: dict[str, Any] = {"device": str(device), "dataset": str(source)}
+    segmenter, seg_size = _segmenter(run, stage, seg_ckpt is not None)
+    if segmenter is not None and world.is_main:  # test figures: rank 0 alone, on the whole test split
+        test_metrics["segmentation"] = segmentation_report(
+            segmenter, run.arrays("test", seg_size), run.arrays("val", seg_size), seg_size, cfg.seg.batch_size * 2, run_dir
+        )
+    if stage in ("all", "cls"):
+        test_metrics.update(_classifier(run, list(dataset.class_names), segmenter, seg_size))
+    elapsed = time.perf_counter() - t_start
+    test_metrics.update(run.init_reports, elapsed_s=elapsed, stage_times_s=run.times)
+    if world.is_main:
+        plots.learning_curves(run.metrics.rows, run_dir / "learning_curves.png")
+        atomic_write_json(run_dir / "test_metrics.json", test_metrics | ({"world_size": world.size} if world.distributed else {}))
+    return TrainResult(run_dir, dist.broadcast(test_metrics), elapsed, run.times)
+
+
+def _open_run_dir(cfg: TrainConfig, run_dir: Path, dataset: Dataset, source: Path, seg_ckpt: Path | None, callback: TrainCallback) -> None:
+    """The run folder's records of what the run saw (rank 0 only): config, data, split, problems."""
     from lungaudit.data.layouts import write_problems_csv
 
+    run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     seg_record = _adopt_segmenter(seg_ckpt, run_dir) if seg_ckpt is not None else None
     write_run_info(run_dir, RunInfo(str(dataset.root), str(Path(source).resolve()), dataset.layout, len(dataset.samples), seg_record), dataset.samples)
     if dataset.problems:
         write_problems_csv(dataset.problems, run_dir / "problems.csv")
         callback.message(f"{len(dataset.problems)} problem file(s) skipped; see {run_dir / 'problems.csv'}")
-    callback.message(f"device: {device}; data: {source} ({dataset.layout}, {len(dataset.samples)} images); run: {run_dir}")
-    run = _Run(cfg, device, run_dir, SplitArrays(splits, cfg.data.max_pixels), MetricsLog(run_dir / "metrics.csv"), callback, resume,
-               interrupt_after, cls_init)
-    test_metrics: dict[str, Any] = {"device": str(device), "dataset": str(source)}
-    segmenter, seg_size = _segmenter(run, stage, seg_ckpt is not None)
-    if segmenter is not None:
-        test_metrics["segmentation"] = segmentation_report(
-            segmenter, run.arrays("test", seg_size), run.arrays("val", seg_size), seg_size, cfg.seg.batch_size * 2, run_dir
-        )
+
+
+def _world_note(world: dist.World) -> str:
+    return f" (rank {world.rank} of {world.size} processes)" if world.distributed else ""
+
+
+def _preflight_world(cfg: TrainConfig, stage: str, has_seg_from: bool, world: dist.World) -> None:
+    """Under torchrun: each stage's global batch must split evenly over the processes."""
+    if not world.distributed:
+        return
+    if stage in ("all", "seg") and not has_seg_from:
+        check_batch(cfg.seg.batch_size, world.size, "seg.batch_size")
     if stage in ("all", "cls"):
-        test_metrics.update(_classifier(run, list(dataset.class_names), segmenter, seg_size))
-    plots.learning_curves(run.metrics.rows, run_dir / "learning_curves.png")
-    elapsed = time.perf_counter() - t_start
-    test_metrics.update(run.init_reports, elapsed_s=elapsed, stage_times_s=run.times)
-    atomic_write_json(run_dir / "test_metrics.json", test_metrics)
-    return TrainResult(run_dir, test_metrics, elapsed, run.times)
+        check_batch(cfg.cls.batch_size, world.size, "cls.batch_size")
 
 
 def _discard_unresumable(run_dir: Path) -> None:
@@ -235,13 +280,21 @@ def _segmenter(run: _Run, stage: str, reused: bool) -> tuple[torch.nn.Module | N
         if run.cfg.seg.weights and not (run.resume and (run.weights / "seg_last.pt").is_file()):
             init = load_into(spec.model, read_weights(run.cfg.seg.weights, "seg"), "seg")
             run.init_reports["seg_init_weights"] = _report_init(init, "seg", run.callback)
-        ckpt = run_stage(spec, run.weights, run.metrics, run.device, run.callback, run.resume, run.interrupt("seg"))
+        ckpt = run_stage(spec, run.weights, run.metrics, run.device, run.callback, run.resume, run.interrupt("seg"), run.cfg.dist.sync_bn)
         run.times["seg"] = time.perf_counter() - t0
         return restore(ckpt, run.device), size
-    if seg_best.is_file():
-        ckpt = load_checkpoint(seg_best, kind="seg", map_location=run.device)
-        return restore(ckpt, run.device), int(ckpt.config["image_size"])
+    found = _shared_checkpoint(seg_best, "seg", run.device)
+    if found is not None:
+        return restore(found, run.device), int(found.config["image_size"])
     return None, run.cfg.seg.image_size
+
+
+def _shared_checkpoint(path: Path, kind: str, device: torch.device) -> Checkpoint | None:
+    """``path`` loaded if it exists; under torchrun read by rank 0 (which may have just written it)
+    and handed to every rank."""
+    if not dist.active():
+        return load_checkpoint(path, kind=kind, map_location=device) if path.is_file() else None
+    return dist.main_decides(lambda: load_checkpoint(path, kind=kind, map_location="cpu") if path.is_file() else None)
 
 
 def _classifier(run: _Run, class_names: list[str], segmenter: torch.nn.Module | None, seg_size: int) -> dict[str, Any]:
@@ -266,8 +319,10 @@ def _classifier(run: _Run, class_names: list[str], segmenter: torch.nn.Module | 
             # Same number of classes in another meaning is still another head: start it fresh.
             init.state = {k: v for k, v in init.state.items() if not k.startswith("fc.")}
         run.init_reports["cls_init_weights"] = _report_init(load_into(spec.model, init, "cls"), "cls", run.callback)
-    ckpt = run_stage(spec, run.weights, run.metrics, run.device, run.callback, run.resume, run.interrupt("cls"))
+    ckpt = run_stage(spec, run.weights, run.metrics, run.device, run.callback, run.resume, run.interrupt("cls"), cfg.dist.sync_bn)
     run.times["cls"] = time.perf_counter() - t0
+    if not dist.world().is_main:
+        return {}  # the test figures are rank 0's; train() hands them to every rank
     classifier = restore(ckpt, run.device)
     test = run.arrays("test", size)
     return classification_test(classifier, cfg, test, lambda: fill_missing_masks(test, segmenter, seg_size, "test"), class_names, run.run_dir)

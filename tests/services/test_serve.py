@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import lungaudit as la
 from lungaudit.services.serve import BackgroundServer, ServeSettings, create_app
 from lungaudit.utils import sha256_file
 
-from .conftest import as_dicom, huge_declared_png, png_bytes
+from .conftest import as_dicom, huge_declared_png
 
 LIMIT_MB = 0.5
 
