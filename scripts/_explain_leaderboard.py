@@ -124,7 +124,7 @@ def method_energies(
         t_method += time.perf_counter() - t0
         peak = max(peak, mem.stop())
         for f in FLOORS:
-            e = lung_energy(apply_floor(res.cams, f), d.lungs[c], tol)
+            e = lung_energy(apply_floor(res.cams, f), d.lungs[c], tol, fill=cfg.fill_lungs)
             for k in out[f]:
                 out[f][k].append(e[k].cpu().numpy())
     return {f: {k: np.concatenate(v) for k, v in e.items()} for f, e in out.items()}, t_method, t_fwd, peak

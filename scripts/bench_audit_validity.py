@@ -212,7 +212,8 @@ def main() -> None:
         ds_test = load_dataset(data_dir)
         ds_test.samples = test
         res = audit(ds_test, run_dir, audit_dir, cfg.audit, resume=False)
-        rows = list(csv.DictReader(open(audit_dir / "audit.csv")))
+        # audit.csv keys are relative to the data root; the benchmark indexes samples by their path
+        rows = [{**r, "key": r["path"]} for r in csv.DictReader(open(audit_dir / "audit.csv", newline=""))]
         models = load_run(run_dir, torch.device("cpu"))
         twin_pred = twin_predictions(run_dir, test)
         scale = synth.size / models.cls_cfg.image_size  # audit rows hold boxes at model resolution

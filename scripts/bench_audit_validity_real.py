@@ -34,32 +34,32 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # this checkout's package, not another install
 from _bench_common import write_benchmark_section  # noqa: E402
 from bench_audit_validity import boxes_overlap, score  # noqa: E402
 
 from lungaudit.audit.markers import hotspot_overlaps_marker  # noqa: E402
-from lungaudit.audit.metrics import REASONS, dilate_masks, lung_energy, remove_floor  # noqa: E402
+from lungaudit.audit.metrics import REASONS, lung_energy, remove_floor, tolerant_lungs  # noqa: E402
 from lungaudit.audit.regions import REGION_NAMES, region_labels  # noqa: E402
-from lungaudit.audit.run import audit  # noqa: E402
+from lungaudit.audit.run import audit_dataset  # noqa: E402
 from lungaudit.config import AuditConfig, TrainConfig, apply_overrides, load_config, replace  # noqa: E402
 from lungaudit.data.imageio import read_image, read_mask  # noqa: E402
 from lungaudit.data.layouts import load_dataset  # noqa: E402
 from lungaudit.data.plant import PlantConfig, plant  # noqa: E402
 from lungaudit.data.records import Sample  # noqa: E402
 from lungaudit.explain.cam import compute_cam  # noqa: E402
-from lungaudit.training.arrays import load_arrays  # noqa: E402
+from lungaudit.data.arrays import load_arrays  # noqa: E402
 from lungaudit.training.cls import predict_probs  # noqa: E402
 from lungaudit.training.pipeline import train  # noqa: E402
-from lungaudit.training.restore import TrainedModels, load_run  # noqa: E402
+from lungaudit.runs.restore import TrainedModels, load_run  # noqa: E402
 
 KEYS = ("reliance_rate", "auroc_e_out_tol", "auroc_e_out", "flag_precision", "flag_recall", "flag_rate",
         "marker_flip_precision", "marker_flip_recall", "masking_flip_rate", "flagged_in_marker_corner",
         "tp_hotspot_on_cue", "flagged_region_is_cues", "acc_images", "acc_twins")  # fmt: skip
-# The phantom recipe (batch 32, 14 epochs, patience 4) saw ~3 batches per epoch on ~90 training films
-# and stopped before BatchNorm settled (validation accuracy 0.5 throughout); a small real set needs
-# more, smaller steps. Applied before --set, so any of them can be overridden.
-SMALL_SET: tuple[str, ...] = ("cls.batch_size=16", "cls.epochs=20", "cls.patience=8")
+# The packaged default recipe, as a user would train it: since issue 10 it visits a small set several
+# times an epoch (cls.min_epoch_steps) and never keeps an epoch before cls.min_epochs, so it needs no
+# small-set overrides any more. --set adds any.
+SMALL_SET: tuple[str, ...] = ()
 CAUSES = ("real_marker", "planted_cue_not_relied_on", "lung_edge", "dark_background", "elsewhere")
 
 
@@ -106,14 +106,13 @@ def plant_data(args: argparse.Namespace) -> Path:
 
 def model_configs(args: argparse.Namespace, data_dir: Path) -> dict[str, TrainConfig]:
     """The two recipes compared: ``mask_prob=0`` and the default mask mix, otherwise the default config."""
-    base = apply_overrides(load_config(ROOT / "configs/default.yaml"), [*SMALL_SET, *args.overrides])
+    base = apply_overrides(load_config(ROOT / "lungaudit/configs/default.yaml"), [*SMALL_SET, *args.overrides])
     data = replace(base.data, root=str(data_dir), layout="manifest")
     out = {}
     for mask_prob in (0.0, base.cls.mask_prob):
         cls = replace(base.cls, mask_prob=mask_prob, image_size=args.image_size, epochs=args.epochs or base.cls.epochs)
         label = "mask_prob=0" if mask_prob == 0 else f"mask_prob={mask_prob:g} (default)"
-        out[label] = replace(base, seed=args.seed, cls=cls, data=data, project=str(args.out), name=f"mp{mask_prob:g}",
-                             audit=replace(base.audit, image_size=args.image_size))  # fmt: skip
+        out[label] = replace(base, seed=args.seed, cls=cls, data=data, project=str(args.out), name=f"mp{mask_prob:g}")
     return out
 
 
@@ -208,9 +207,9 @@ def describe_flags(rows: list[dict], ctx: dict[str, Any], cfg: AuditConfig, cell
     heat, masks, x, boxes, twin_pred = ctx["heat"], ctx["masks"], ctx["x"], ctx["boxes"], ctx["twin_pred"]
     size = masks.shape[-1]
     tol = max(1, round(cfg.tolerance_px * size / 128))
-    counted = heat * (1 - dilate_masks(masks, tol))
+    counted = heat * (1 - tolerant_lungs(masks, tol, cfg.fill_lungs))
     labels = region_labels(masks, cfg.border_frac).numpy()
-    wide = lung_energy(heat, masks, tol + cell)["e_out_tol"].numpy()  # one CAM cell more tolerance
+    wide = lung_energy(heat, masks, tol + cell, fill=cfg.fill_lungs)["e_out_tol"].numpy()  # one CAM cell more tolerance
     out = []
     for i, r in enumerate(rows):
         if r["flagged"] != "true":
@@ -289,8 +288,9 @@ def evaluate(cfg: TrainConfig, data_dir: Path, test: list[Sample], args: argpars
     audit_dir = args.out / "audit" / cfg.name
     ds = load_dataset(data_dir)
     ds.samples = test
-    res = audit(ds, run_dir, audit_dir, cfg.audit, resume=False)
-    by_key = {r["key"]: r for r in csv.DictReader(open(audit_dir / "audit.csv", newline=""))}
+    res = audit_dataset(ds, run_dir, audit_dir, cfg.audit, resume=False)
+    # audit.csv keys are relative to the data root; the benchmark indexes samples by their path
+    by_key = {r["path"]: {**r, "key": r["path"]} for r in csv.DictReader(open(audit_dir / "audit.csv", newline=""))}
     rows = [by_key[s.key] for s in test]
     models = load_run(run_dir, torch.device("cpu"))
     size = models.cls_cfg.image_size

@@ -93,7 +93,7 @@ def write_manifest(folder: Path, items: list[tuple[Path, Path, str]], fold: np.n
 
 def fold_config(manifest: Path, out: Path, overrides: list[str]) -> Any:
     return apply_overrides(
-        load_config(ROOT / "configs/default.yaml"),
+        load_config(ROOT / "lungaudit/configs/default.yaml"),
         [f"data.root={manifest}", "data.layout=manifest", "data.test_frac=0", "device=cpu", f"project={out}", *overrides],
     )
 
