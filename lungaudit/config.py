@@ -112,6 +112,7 @@ class AuditConfig:
     target_layer: str = "layer4"
     batch_size: int = 32
     tolerance_px: int = 8  # band (at image resolution of the audit) added to M for tolerant E_in
+    fill_lungs: bool = True  # tolerant E_in counts each lung's holes and bites (tissue the segmenter missed)
     out_threshold: float = 0.5  # flag when tolerant E_out is above this
     flag_on_flip: str = "auto"  # auto | true | false; auto = only for models trained with masking
     cam_score: str = "logprob"  # logit | logprob: the score whose gradient weighs the CAM's channels

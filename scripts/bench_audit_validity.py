@@ -39,6 +39,7 @@ import csv
 import datetime as dt
 import json
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -211,6 +212,7 @@ def main() -> None:
         audit_dir = args.out / "audit" / f"mp{mask_prob:g}"
         ds_test = load_dataset(data_dir)
         ds_test.samples = test
+        shutil.rmtree(audit_dir, ignore_errors=True)  # a rerun (--reuse, other --set) audits afresh
         res = audit(ds_test, run_dir, audit_dir, cfg.audit, resume=False)
         # audit.csv keys are relative to the data root; the benchmark indexes samples by their path
         rows = [{**r, "key": r["path"]} for r in csv.DictReader(open(audit_dir / "audit.csv", newline=""))]

@@ -23,6 +23,7 @@ import csv
 import datetime as dt
 import json
 import platform
+import shutil
 import sys
 import time
 from collections import Counter
@@ -288,6 +289,7 @@ def evaluate(cfg: TrainConfig, data_dir: Path, test: list[Sample], args: argpars
     audit_dir = args.out / "audit" / cfg.name
     ds = load_dataset(data_dir)
     ds.samples = test
+    shutil.rmtree(audit_dir, ignore_errors=True)  # a rerun (--reuse, other --set) audits afresh
     res = audit_dataset(ds, run_dir, audit_dir, cfg.audit, resume=False)
     # audit.csv keys are relative to the data root; the benchmark indexes samples by their path
     by_key = {r["path"]: {**r, "key": r["path"]} for r in csv.DictReader(open(audit_dir / "audit.csv", newline=""))}

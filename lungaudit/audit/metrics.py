@@ -44,13 +44,26 @@ def dilate_masks(masks: torch.Tensor, tolerance_px: int) -> torch.Tensor:
     return F.max_pool2d(rows, kernel_size=(k, 1), stride=1, padding=(tolerance_px, 0))[:, 0]
 
 
-def lung_energy(cams: torch.Tensor, masks: torch.Tensor, tolerance_px: int) -> dict[str, torch.Tensor]:
+def tolerant_lungs(masks: torch.Tensor, tolerance_px: int, fill: bool = False) -> torch.Tensor:
+    """(N, H, W) binary -> (N, H, W) float {0,1}: the region the tolerant E_in counts as lung.
+
+    ``fill``: each lung's holes and bites first (:func:`~lungaudit.audit.lungs.fill_lungs`), so
+    tissue the segmenter left out (a consolidation at the edge) is not "outside the lungs".
+    """
+    from lungaudit.audit.lungs import fill_lungs
+
+    return dilate_masks(fill_lungs(masks) if fill else masks, tolerance_px)
+
+
+def lung_energy(cams: torch.Tensor, masks: torch.Tensor, tolerance_px: int, *, fill: bool = False) -> dict[str, torch.Tensor]:
     """Share of heatmap energy inside the lungs, strict and tolerant.
 
     Args:
         cams: (N, H, W) float, non-negative heatmaps at image resolution.
         masks: (N, H, W) lung masks, bool or 0/1.
         tolerance_px: radius of the square dilation of M for the tolerant variant (CAMs are coarse).
+        fill: the tolerant variant fills each lung's holes and bites before dilating (see
+            :func:`tolerant_lungs`); the strict E_in always uses M as given.
 
     Returns:
         dict of (N,) tensors: ``e_in``, ``e_out`` (strict), ``e_in_tol``, ``e_out_tol`` (M dilated),
@@ -61,7 +74,7 @@ def lung_energy(cams: torch.Tensor, masks: torch.Tensor, tolerance_px: int) -> d
     _check_maps(cams, masks)
     h = cams.float()
     m = masks.float()
-    m_tol = dilate_masks(masks, tolerance_px)
+    m_tol = tolerant_lungs(masks, tolerance_px, fill)
     total = h.sum((1, 2))
     no_evidence = total == 0
     nan = torch.full_like(total, float("nan"))

@@ -9,8 +9,10 @@ a midline column m splitting the two lungs (centre of the emptiest columns in th
 [l, r], i.e. the gap between the lungs when there is one):
 
 1. lung pixels belong to no region;
-2. ``border``: a band ``border_frac * side`` wide along all four edges (markers sit there); it takes
-   precedence over everything below;
+2. ``border``: a band ``border_frac * side`` wide along all four edges (markers sit there), except
+   within half a band's width of a lung: heat there is the lung's neighbourhood (diaphragm, apex,
+   chest wall) and takes the name of its side from the rules below (before, heat just under a lung
+   near the bottom edge was called "border"). ``border`` takes precedence over the rules below;
 3. ``above``: rows above t; ``below``: rows below b;
 4. ``lateral``: columns left of l or right of r (rows t..b);
 5. inside the lungs' bounding box, on the side of m the pixel is on: above / below *that* lung's
@@ -27,18 +29,11 @@ from __future__ import annotations
 
 import torch
 
-from lungaudit.audit.metrics import _check_maps, dilate_masks
+from lungaudit.audit.lungs import _first_last, split_lungs
+from lungaudit.audit.metrics import _check_maps, dilate_masks, tolerant_lungs
 
 REGION_NAMES: tuple[str, ...] = ("border", "above", "below", "lateral", "mediastinum")
 BORDER, ABOVE, BELOW, LATERAL, MEDIASTINUM = range(5)
-
-
-def _first_last(any_: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, L) bool -> first and last True index (N,); (size, -1) where none."""
-    idx = torch.arange(size, device=any_.device)
-    first = torch.where(any_, idx, size).amin(1)
-    last = torch.where(any_, idx, -1).amax(1)
-    return first, last
 
 
 def region_labels(masks: torch.Tensor, border_frac: float) -> torch.Tensor:
@@ -56,26 +51,17 @@ def region_labels(masks: torch.Tensor, border_frac: float) -> torch.Tensor:
     xs = torch.arange(w, device=dev).view(1, 1, w)
 
     bh, bw = round(border_frac * h), round(border_frac * w)
-    border = (ys < bh) | (ys >= h - bh) | (xs < bw) | (xs >= w - bw)
+    band = (ys < bh) | (ys >= h - bh) | (xs < bw) | (xs >= w - bw)
+    # The band is "border" only away from the lungs (module docstring, rule 2).
+    near = max(bh, bw) // 2
+    near_lungs = dilate_masks(M, near) > 0 if near > 0 else M
+    border = band & ~near_lungs
 
     rows_any, cols_any = M.any(2), M.any(1)  # (N, H), (N, W)
     top, bottom = _first_last(rows_any, h)
     left, right = _first_last(cols_any, w)
     empty = ~rows_any.any(1)
-
-    # Midline: centre of the columns with the fewest lung pixels in the middle half of [l, r].
-    colcount = M.sum(1).float()  # (N, W)
-    span = (right - left).clamp_min(0).float()
-    lo_c, hi_c = left.float() + span / 4, right.float() - span / 4
-    xw = torch.arange(w, device=dev).float().view(1, w)
-    window = (xw >= lo_c[:, None]) & (xw <= hi_c[:, None])
-    vals = torch.where(window, colcount, torch.inf)
-    is_min = window & (vals == vals.amin(1, keepdim=True))
-    mid = (xw * is_min).sum(1) / is_min.sum(1).clamp_min(1)
-    mid = torch.where(is_min.any(1), mid, (left + right).float() / 2).view(n, 1, 1)
-
-    on_left = xs.float() < mid  # (N, 1, W)
-    ML, MR = M & on_left, M & ~on_left
+    ML, MR, on_left = split_lungs(M)
     top_l, bot_l = _first_last(ML.any(2), h)
     top_r, bot_r = _first_last(MR.any(2), h)
     # A missing lung on one side: use the joint extent there, so step 5 does not call it all "above".
@@ -115,7 +101,7 @@ def region_maps(masks: torch.Tensor, border_frac: float) -> torch.Tensor:
 
 
 def dominant_region(
-    cams: torch.Tensor, masks: torch.Tensor, border_frac: float, tolerance_px: int = 0
+    cams: torch.Tensor, masks: torch.Tensor, border_frac: float, tolerance_px: int = 0, *, fill: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Which region holds most of the heatmap energy outside the (tolerant) lungs.
 
@@ -124,6 +110,7 @@ def dominant_region(
         border_frac: border band width as a fraction of the side.
         tolerance_px: the lungs are dilated by this radius first, as in the tolerant E_in, so the
             coarse CAM's spill-over just past the lung edge is not blamed on a neighbouring region.
+        fill: fill each lung's holes and bites before dilating, as the tolerant E_in does.
 
     Returns:
         ``index`` (N,) int64 into REGION_NAMES, -1 where there is no energy outside the tolerant
@@ -132,7 +119,7 @@ def dominant_region(
     """
     _check_maps(cams, masks)
     regions = region_maps(masks, border_frac).float()  # geometry from the exact mask
-    outside = cams.float() * (1.0 - dilate_masks(masks, tolerance_px))
+    outside = cams.float() * (1.0 - tolerant_lungs(masks, tolerance_px, fill))
     energy = torch.einsum("nhw,nrhw->nr", outside, regions)
     total = energy.sum(1, keepdim=True)
     none = total[:, 0] <= 0

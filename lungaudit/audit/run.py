@@ -176,7 +176,7 @@ def _audit_samples(
             rows = step_rows(result, samples, keys, models.class_names, [trained_on(smp, splits) for smp in samples])
             if cfg.overlays:
                 rows = _draw_flagged(store.dir, rows, result, batch["image"][keep][:, 0].numpy(), store.n_rows)
-            flushed += store.add(rows, result.pred_full, outside_unit_maps(result, s.tolerance_px))
+            flushed += store.add(rows, result.pred_full, outside_unit_maps(result, s.tolerance_px, s.fill_lungs))
         processed += len(batch["index"])
         if progress is not None:
             progress(processed, len(todo))

@@ -17,7 +17,7 @@ import torch
 
 from lungaudit.audit.counterfactual import box_holes, fill_from_surroundings
 from lungaudit.audit.markers import Box
-from lungaudit.audit.metrics import dilate_masks, flag, lung_energy, masking_counterfactual, remove_floor
+from lungaudit.audit.metrics import dilate_masks, flag, lung_energy, masking_counterfactual, remove_floor, tolerant_lungs
 from lungaudit.audit.regions import dominant_region
 from lungaudit.config import AuditConfig
 from lungaudit.device import autocast
@@ -62,6 +62,7 @@ class StepSettings:
     cam_score: str
     cam_floor: str  # resolved: mean | none
     tolerance_px: int  # at ``size``
+    fill_lungs: bool  # tolerant E_in fills each lung's holes and bites first
     border_frac: float
     out_threshold: float
     flag_on_flip: bool
@@ -87,7 +88,7 @@ class StepSettings:
         return cls(
             size=size, cam=cfg.cam, target_layer=cfg.target_layer, cam_score=cfg.cam_score,
             cam_floor=resolve_floor(cfg.cam_floor, cfg.cam), cam_options=dict(cfg.cam_options),
-            tolerance_px=max(1, round(cfg.tolerance_px * size / 128)), border_frac=cfg.border_frac,
+            tolerance_px=max(1, round(cfg.tolerance_px * size / 128)), fill_lungs=cfg.fill_lungs, border_frac=cfg.border_frac,
             out_threshold=cfg.out_threshold, flag_on_flip=resolve_flag_on_flip(cfg.flag_on_flip, models.cls_cfg.mask_prob),
             marker_counterfactual=cfg.marker_counterfactual, mask_dilate_px=models.cls_cfg.mask_dilate_px,
             fill_value=models.cls_cfg.fill_value, seg_size=models.seg_cfg.image_size if models.seg_cfg else None,
@@ -191,9 +192,9 @@ def audit_step(
     probs_full = torch.softmax(cam.logits.float(), 1)
     gate = dilate_masks(lungs, s.mask_dilate_px)[:, None] > 0
     probs_masked = _predict(models.classifier, torch.where(gate, x, torch.full_like(x, s.fill_value)))
-    energy = lung_energy(heat, lungs, s.tolerance_px)
+    energy = lung_energy(heat, lungs, s.tolerance_px, fill=s.fill_lungs)
     cf = masking_counterfactual(probs_full, probs_masked)
-    region, _ = dominant_region(heat, lungs, s.border_frac, s.tolerance_px)
+    region, _ = dominant_region(heat, lungs, s.border_frac, s.tolerance_px, fill=s.fill_lungs)
     lungs_np = lungs.cpu().numpy()
     kept = [_outside_lungs(b, m) for b, m in zip(boxes, lungs_np)]
     pred_clean = _without_markers(models.classifier, x, lungs, kept, cf.pred_full) if s.marker_counterfactual else cf.pred_full.clone()
@@ -208,12 +209,12 @@ def audit_step(
     )  # fmt: skip
 
 
-def outside_unit_maps(r: StepResult, tolerance_px: int) -> torch.Tensor:
+def outside_unit_maps(r: StepResult, tolerance_px: int, fill: bool = False) -> torch.Tensor:
     """(N, S, S) out-of-lung heatmaps scaled to unit total energy, for the per-class mean heatmaps.
 
     Unit scaling makes every image weigh the same, whatever its raw gradient magnitude.
     """
-    outside = r.heat * (1 - dilate_masks(r.lungs, tolerance_px))
+    outside = r.heat * (1 - tolerant_lungs(r.lungs, tolerance_px, fill))
     return outside / r.heat.sum((1, 2), keepdim=True).clamp_min(1e-12)
 
 

@@ -117,7 +117,7 @@ def _explain_batch(ctx: RunContext, d: Decoded, sl: slice, plan: _Plan, out_dir:
         res = compute_cam(ctx.models.classifier, x, ctx.cfg.audit.target_layer, targets=targets, method=m,
                           out_size=(ctx.size, ctx.size), score=ctx.cfg.audit.cam_score, options=plan.options[m])  # fmt: skip
         maps[m] = apply_floor(res.cams, plan.floors[m])
-        energy[m] = lung_energy(maps[m], lungs, ctx.tolerance_px)
+        energy[m] = lung_energy(maps[m], lungs, ctx.tolerance_px, fill=ctx.cfg.audit.fill_lungs)
         logits, targets = res.logits, res.targets  # every method explains the first one's targets
     assert logits is not None and targets is not None
     probs = torch.softmax(logits.float(), 1).cpu().numpy()

@@ -48,7 +48,7 @@ def test_every_method_drives_the_audit_step(batch, method: str) -> None:
                        options=FAST.get(method)).cams  # fmt: skip
     expected = remove_floor(cams) if s.cam_floor == "mean" else cams
     torch.testing.assert_close(r.heat, expected, atol=1e-5, rtol=1e-4)
-    e = lung_energy(expected, r.lungs, s.tolerance_px)
+    e = lung_energy(expected, r.lungs, s.tolerance_px, fill=s.fill_lungs)
     torch.testing.assert_close(r.energy["e_out_tol"], e["e_out_tol"], equal_nan=True, atol=1e-5, rtol=1e-4)
 
 

@@ -68,7 +68,7 @@ def test_panels_json_and_the_numbers_are_the_audits(tiny_run, inputs, tmp_path: 
     for method in ("gradcam", "saliency"):
         cams = compute_cam(models.classifier, x, "layer4", method=method, score="logprob").cams
         heat = remove_floor(cams) if rec["methods"][method]["floor"] == "mean" else cams
-        e = lung_energy(heat, torch.from_numpy(mask)[None].bool(), 8 * 64 // 128)
+        e = lung_energy(heat, torch.from_numpy(mask)[None].bool(), 8 * 64 // 128, fill=True)  # the packaged audit.fill_lungs
         assert rec["methods"][method]["e_in"] == pytest.approx(float(e["e_in"][0]), abs=1e-5)
         assert rec["methods"][method]["e_out_tol"] == pytest.approx(float(e["e_out_tol"][0]), abs=1e-5)
     assert rec["pred"] == models.class_names[int(models.classifier(x).argmax())]
