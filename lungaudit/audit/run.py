@@ -32,7 +32,7 @@ from lungaudit.config import AuditConfig, to_dict
 from lungaudit.data.fingerprint import content_fingerprint, listing_fingerprint
 from lungaudit.data.records import Dataset, Problem, Sample
 from lungaudit.runs.restore import TrainedModels, load_run
-from lungaudit.runs.runinfo import RunInfoError, read_run_info, read_splits, sample_key, trained_on
+from lungaudit.runs.runinfo import run_splits, sample_key, trained_on
 from lungaudit.utils import atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
@@ -147,22 +147,12 @@ def audit_identity(models: TrainedModels, cfg: AuditConfig, dataset: Dataset) ->
     }
 
 
-def _run_splits(run_dir: Path) -> dict[str, str]:
-    """The run's image -> split table, or {} for a run that does not record it (older runs)."""
-    try:
-        info = read_run_info(run_dir)
-        return read_splits(run_dir, info.data_root) if info else {}
-    except RunInfoError as e:
-        log.warning("%s; images the run trained on cannot be recognised", e)
-        return {}
-
-
 def _audit_samples(
     todo: Sequence[Sample], root: Path, models: TrainedModels, s: StepSettings, spec: DecodeSpec, cfg: AuditConfig, store: AuditStore,
     dev: torch.device, progress: Callable[[int, int], None] | None, num_workers: int, stop_after: int | None, run_dir: Path,
 ) -> list[Problem]:  # fmt: skip
     """Decode, step, write; returns the images that could not be decoded."""
-    splits = _run_splits(run_dir)
+    splits = run_splits(run_dir)
     problems: list[Problem] = []
     processed, flushed = 0, 0
     for batch in audit_loader(todo, spec, cfg.batch_size, num_workers, pin=dev.type == "cuda"):

@@ -7,6 +7,8 @@ split, and can say which audited images the model was trained on.
 
 from __future__ import annotations
 
+import logging
+
 import csv
 import datetime as dt
 import io
@@ -19,6 +21,8 @@ from typing import Any, Sequence
 from lungaudit import __version__
 from lungaudit.data.records import Sample
 from lungaudit.utils import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 RUN_INFO = "run.json"
 SPLITS_CSV = "splits.csv"
@@ -90,6 +94,19 @@ def read_splits(run_dir: Path, data_root: str | Path) -> dict[str, str]:
         p = Path(row["path"])
         out[_norm(p if p.is_absolute() else Path(data_root) / p)] = row["split"]
     return out
+
+
+def run_splits(run_dir: Path) -> dict[str, str]:
+    """The run's image -> split table, or {} for a run that does not record one (older runs).
+
+    Marks the images a run trained on; an unreadable record is logged, not fatal (nothing is marked).
+    """
+    try:
+        info = read_run_info(run_dir)
+        return read_splits(run_dir, info.data_root) if info else {}
+    except RunInfoError as e:
+        log.warning("%s; images the run trained on cannot be recognised", e)
+        return {}
 
 
 def trained_on(sample: Sample, run_splits: dict[str, str]) -> bool:

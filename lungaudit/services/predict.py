@@ -30,7 +30,7 @@ from lungaudit.data.records import Problem, Sample
 from lungaudit.device import resolve_device, to_device
 from lungaudit.explain.cam import CAM_METHODS, compute_cam
 from lungaudit.runs.restore import TrainedModels, load_run
-from lungaudit.runs.runinfo import RunInfoError, apply_run_splits, read_run_info, read_splits, trained_on
+from lungaudit.runs.runinfo import apply_run_splits, run_splits, trained_on
 from lungaudit.utils import atomic_write_png, safe_filename, sha256_file
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class Predictor:
         settings = StepSettings.resolve(cfg.audit, models)
         spec = DecodeSpec(settings.size, False, cfg.audit.marker_side, cfg.data.max_pixels)
         shown = display_methods(methods)
-        return cls(models, settings, spec, cfg, run_dir, dev, shown, _run_splits(run_dir))
+        return cls(models, settings, spec, cfg, run_dir, dev, shown, run_splits(run_dir))
 
     @property
     def class_names(self) -> list[str]:
@@ -173,16 +173,6 @@ def display_methods(methods: Sequence[str] | None) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown explanation method(s) {', '.join(unknown)}; registered: {', '.join(CAM_METHODS.names())}")
     return tuple(dict.fromkeys(methods))
-
-
-def _run_splits(run_dir: Path) -> dict[str, str]:
-    """The run's image -> split table ({} when the run does not record one): marks images it trained on."""
-    try:
-        info = read_run_info(run_dir)
-        return read_splits(run_dir, info.data_root) if info else {}
-    except RunInfoError as e:
-        log.warning("%s; images the run trained on cannot be recognised", e)
-        return {}
 
 
 # --------------------------------------------------------------------------------------------- files
