@@ -9,10 +9,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+import lungaudit.api as la
 from lungaudit.cli.app import app
 from lungaudit.cli.choices import enum_from
 from lungaudit.cli.common import console, fail, say
-from lungaudit.data.layouts import AUTO, DatasetError, Inspection, inspect_dataset, layout_names, write_problems_csv
+from lungaudit.data.layouts import AUTO, DatasetError, Inspection, layout_names, write_problems_csv
 from lungaudit.data.split import SPLITS
 from lungaudit.utils import safe_filename
 
@@ -117,7 +118,7 @@ def inspect(
             bar.update(task, completed=done, total=total)
 
         try:
-            ins = inspect_dataset(dataset, layout.value, progress=progress)
+            ins = la.inspect(dataset, layout=layout.value, progress=progress)
         except DatasetError as e:
             bar.stop()
             if e.problems:

@@ -7,15 +7,15 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
+from lungaudit.api import plant
 from lungaudit.cli.app import app
 from lungaudit.cli.common import console, fail, say
 from lungaudit.data.layouts import DatasetError
-from lungaudit.api import plant
 from lungaudit.data.plant import KIND_NAMES, PlantConfig, PlantResult
 from lungaudit.data.records import Problem
 from lungaudit.data.split import SPLITS

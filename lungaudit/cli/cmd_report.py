@@ -13,14 +13,15 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+import lungaudit.api as la
 from lungaudit.cli.app import app
 from lungaudit.cli.common import console, fail, os_error, say
 from lungaudit.config import packaged_config
 from lungaudit.report.auditdir import AuditDirError
 from lungaudit.report.compare import CompareError, compare_audits
-from lungaudit.report.gate import GateError, GatePolicy, load_policy, parse_class_limit, policy_from_dict, run_gate
-from lungaudit.report.html import write_report
-from lungaudit.report.review import ReviewError, apply_review
+from lungaudit.report.gate import GateError, GatePolicy, load_policy, parse_class_limit, policy_from_dict
+from lungaudit.report.review import ReviewError
+
 
 def _f(v: float | None, pct: bool = False) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -35,7 +36,7 @@ def report_cmd(
 ) -> None:
     """Write a self-contained HTML bias report (tables, heatmaps, flagged gallery with review controls)."""
     try:
-        path = write_report(audit_dir, out)
+        path = la.report(audit_dir, out)
     except AuditDirError as e:
         fail(str(e))
     except OSError as e:
@@ -72,7 +73,7 @@ def gate_cmd(
             cls, lim = parse_class_limit(item)
             per_class.setdefault(cls, {}).update(lim)
         pol = pol.merged(GatePolicy(overall=cli.overall, per_class=per_class))
-        result = run_gate(audit_dir, pol, junit=junit)
+        result = la.gate(audit_dir, pol, junit=junit)
     except (GateError, AuditDirError) as e:
         fail(str(e))
     except OSError as e:
@@ -142,7 +143,7 @@ def apply_review_cmd(
 ) -> None:
     """Apply review decisions (keep/exclude/relabel) and write a cleaned manifest.csv."""
     try:
-        path, counts = apply_review(decisions, dataset, out, layout=layout)
+        path, counts = la.apply_review(decisions, dataset, out, layout=layout)
     except ReviewError as e:
         fail(str(e))
     except ValueError as e:  # the loader's own errors: unreadable data set, bad layout

@@ -40,7 +40,8 @@ def synth(
     marker_plate: bool = typer.Option(_DEFAULTS.marker_plate, help="Burn stamps onto a dark box."),
 ) -> None:
     """Generate synthetic chest X-ray phantoms with lung masks, planted shortcuts and clean twins."""
-    from lungaudit.data.synth import generate, validate
+    import lungaudit.api as la
+    from lungaudit.data.synth import validate
 
     cfg = SynthConfig(
         n_per_class=n_per_class,
@@ -65,7 +66,7 @@ def synth(
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("synth", total=len(CLASS_NAMES) * cfg.n_per_class)
         try:
-            manifest = generate(out, cfg, progress=lambda done, total: bar.update(task, completed=done))
+            manifest = la.synth(out, cfg, progress=lambda done, total: bar.update(task, completed=done)) / "manifest.csv"
         except OSError as e:
             bar.stop()
             fail(f"cannot write the synthetic data set: {os_error(e)}")
