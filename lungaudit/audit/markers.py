@@ -133,6 +133,23 @@ def find_marker_boxes(
     ]
 
 
+def _shrink(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """``image`` box-filtered (INTER_AREA) to ``size`` (w, h), and the (h, w) of the part it covers.
+
+    A film more than twice the size is first reduced by a whole factor k, after cropping the last
+    < k rows and columns: OpenCV's integer-ratio area filter is about 4x faster than its general one
+    (5 ms instead of 23 ms from 3000 to 512 px), and two box filters approximate one. This keeps the
+    marker search's cost nearly independent of the film's size.
+    """
+    h, w = image.shape
+    k = min(w // size[0], h // size[1])
+    if k < 2:
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA), (h, w)
+    h, w = h // k * k, w // k * k
+    step = cv2.resize(image[:h, :w], (w // k, h // k), interpolation=cv2.INTER_AREA)
+    return cv2.resize(step, size, interpolation=cv2.INTER_AREA), (h, w)
+
+
 def markers_at_working_resolution(
     image: np.ndarray, lungs: np.ndarray | None, max_side: int, out_hw: tuple[int, int]
 ) -> list[Box]:
@@ -146,15 +163,16 @@ def markers_at_working_resolution(
     """
     h, w = image.shape
     scale = min(1.0, max_side / max(h, w))
+    covered_h, covered_w = h, w  # the part of the image the searched picture shows
     if scale < 1.0:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        if lungs is not None:
-            lungs = cv2.resize(lungs.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+        image, (covered_h, covered_w) = _shrink(image, size)
+        if lungs is not None:  # a view, not a uint8 copy of a 9-megapixel mask
+            lungs = cv2.resize(lungs[:covered_h, :covered_w].view(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
     if lungs is None:
         lungs = np.zeros(image.shape, bool)
     found = find_marker_boxes(image[None], lungs[None])[0]
-    sy, sx = out_hw[0] / image.shape[0], out_hw[1] / image.shape[1]
+    sy, sx = out_hw[0] / h * covered_h / image.shape[0], out_hw[1] / w * covered_w / image.shape[1]
     return [(int(x0 * sx), int(y0 * sy), int(np.ceil(x1 * sx)), int(np.ceil(y1 * sy))) for x0, y0, x1, y1 in found]
 
 
