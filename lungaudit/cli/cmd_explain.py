@@ -8,13 +8,15 @@ cost, audit floor and recorded sanity verdict.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import typer
 from rich.markup import escape
 
 from lungaudit.cli.app import app
 from lungaudit.cli.common import console, err_console, fail, say, table
+
+T = TypeVar("T")
 
 DEFAULT_METHODS = "gradcam,guided_gradcam,integrated_gradients,occlusion"
 
@@ -41,6 +43,19 @@ def print_methods() -> None:
 def print_problems(problems: Sequence[Any], what: str = "skipped") -> None:
     for p in problems:
         err_console.print(f"[yellow]{what}:[/] {escape(str(p.path))}: {escape(p.reason)}", highlight=False)
+
+
+def run_study(call: Callable[[], T], errors: tuple[type[Exception], ...] = (ValueError,)) -> T:
+    """``call()`` of a study (explain, sanity, features); bad input exits 2 naming it, with the refused files."""
+    from lungaudit.studies.common import StudyInputError
+
+    try:
+        return call()
+    except StudyInputError as e:
+        print_problems(e.problems, "refused")
+        fail(str(e))
+    except errors as e:
+        fail(str(e))
 
 
 def parse_options(items: Optional[list[str]]) -> dict[str, dict[str, Any]]:
@@ -72,16 +87,9 @@ def explain(
     if not images:
         fail("give at least one image, folder or data set to explain (or --list)")
     import lungaudit as la
-    from lungaudit.studies.common import StudyInputError
 
-    try:
-        result = la.explain(images, run, methods=methods, options=parse_options(option), target=target, name=name,
-                            project=project, overrides=set_ or [], device=device)  # fmt: skip
-    except StudyInputError as e:
-        print_problems(e.problems, "refused")
-        fail(str(e))
-    except ValueError as e:
-        fail(str(e))
+    result = run_study(lambda: la.explain(images, run, methods=methods, options=parse_options(option), target=target,
+                                          name=name, project=project, overrides=set_ or [], device=device))  # fmt: skip
     print_problems(result.problems)
     names = list(result.images[0]["methods"]) if result.images else []
     rows = [[Path(r["path"]).name, r["pred"], *[_e_in(r["methods"][m]) for m in names]] for r in result.images]

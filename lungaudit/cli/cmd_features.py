@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from lungaudit.cli.app import app
-from lungaudit.cli.cmd_explain import print_problems
-from lungaudit.cli.common import console, fail, say, table
+from lungaudit.cli.cmd_explain import print_problems, run_study
+from lungaudit.cli.common import console, say, table
 
 
 @app.command()
@@ -29,17 +29,10 @@ def features(
 ) -> None:
     """What the classifier's features encode, full vs lung-masked: embeddings by class and source, and the source-leakage probe."""
     import lungaudit as la
-    from lungaudit.studies.common import StudyInputError
 
     embeddings = ["pca"] + ([] if no_tsne else ["tsne"]) + (["kpca"] if kernel_pca else [])
-    try:
-        result = la.features(dataset, run, split=split, layout=layout, k=k, embeddings=embeddings, max_images=max_images,
-                             name=name, out_dir=out, project=project, device=device)  # fmt: skip
-    except StudyInputError as e:
-        print_problems(e.problems, "refused")
-        fail(str(e))
-    except ValueError as e:
-        fail(str(e))
+    result = run_study(lambda: la.features(dataset, run, split=split, layout=layout, k=k, embeddings=embeddings,
+                                           max_images=max_images, name=name, out_dir=out, project=project, device=device))  # fmt: skip
     print_problems(result.problems)
     full, masked = result.probe["full"], result.probe["masked"]
     if full.get("available"):

@@ -8,8 +8,8 @@ from typing import Any, Optional
 import typer
 
 from lungaudit.cli.app import app
-from lungaudit.cli.cmd_explain import parse_options, print_problems
-from lungaudit.cli.common import console, fail, say, table
+from lungaudit.cli.cmd_explain import parse_options, print_problems, run_study
+from lungaudit.cli.common import console, say, table
 
 
 def sanity_rows(methods: dict[str, dict[str, Any]]) -> list[list[Any]]:
@@ -38,19 +38,15 @@ def sanity(
     """Model- and data-randomisation sanity checks per method: sanity.json, sanity.png and a pass/fail table."""
     import lungaudit as la
     from lungaudit.cli.cmd_train import RichTrainProgress, _progress
-    from lungaudit.studies.common import StudyInputError
 
-    try:
+    def call():  # noqa: ANN202
         with _progress() as progress:
-            result = la.sanity(run, methods=methods, n_images=n_images, split=split, options=parse_options(option),
-                               threshold=threshold, random_epochs=random_epochs, random_model=random_model, seed=seed,
-                               name=name, project=project, device=device, callback=RichTrainProgress(progress),
-                               message=lambda m: progress.console.print(m, style="dim", markup=False, highlight=False))  # fmt: skip
-    except StudyInputError as e:
-        print_problems(e.problems, "refused")
-        fail(str(e))
-    except (ValueError, RuntimeError) as e:
-        fail(str(e))
+            return la.sanity(run, methods=methods, n_images=n_images, split=split, options=parse_options(option),
+                             threshold=threshold, random_epochs=random_epochs, random_model=random_model, seed=seed,
+                             name=name, project=project, device=device, callback=RichTrainProgress(progress),
+                             message=lambda m: progress.console.print(m, style="dim", markup=False, highlight=False))  # fmt: skip
+
+    result = run_study(call, (ValueError, RuntimeError))
     print_problems(result.problems)
     title = f"Sanity checks on {result.n_images} image(s): Spearman with a randomised model (fail above {threshold:g})"
     console.print(table(title, ["method", "kind", "ρ all layers random", "ρ random labels", "SSIM random labels",
