@@ -32,10 +32,16 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
-    """Move to ``device``; channels_last on CUDA, where cuDNN's convolutions run faster in it."""
+def prepare_model(model: nn.Module, device: torch.device, inference: bool = False) -> nn.Module:
+    """Move to ``device``; channels_last on CUDA, where cuDNN's convolutions run faster in it.
+
+    ``inference``: channels_last on the CPU too. oneDNN's convolutions in that layout gain more from a
+    larger batch (ResNet-18 at 128 px, 2 threads: 1.76x per image from batch 1 to 8, against 1.5x
+    contiguous), which is what the audit's batches and serve's micro-batching live on. Training on
+    the CPU keeps the default layout, so its numbers stay those of every earlier run.
+    """
     model = model.to(device)
-    if device.type == "cuda":
+    if device.type == "cuda" or inference:
         model = model.to(memory_format=torch.channels_last)
     return model
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def drive_page(url: str, chromium: str, image: Path, bad: Path, out: Path, width
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.goto(url)
-            page.wait_for_function("document.getElementById('model').textContent.startsWith('run ')", timeout=60_000)
+            # A locator wait, not wait_for_function: the page's CSP (script-src 'self') forbids the eval the latter needs.
+            page.locator("#model", has_text=re.compile(r"^run ")).wait_for(timeout=60_000)
             page.set_input_files("#file", str(image))
             page.wait_for_selector("#result:not([hidden])", timeout=120_000)
             result["pred"] = page.inner_text("#pred").strip()

@@ -49,7 +49,7 @@ def restore(ckpt: Checkpoint, device: torch.device) -> nn.Module:
         model.load_state_dict(ckpt.model_state)
     except (RuntimeError, TypeError) as e:
         raise CheckpointError(f"{ckpt.where}: checkpoint weights do not fit the model its config describes: {e}") from None
-    return prepare_model(model, device).eval()
+    return prepare_model(model, device, inference=True).eval()
 
 
 def stage_config(ckpt: Checkpoint) -> ClsConfig | SegConfig:
