@@ -232,7 +232,7 @@ def _row(m: str, r: dict, ref: dict, reliant: np.ndarray, flips: np.ndarray, sha
         same = {k: v[pos] for k, v in ref["test"][f].items()}
         sc["gradcam_auroc_same_images"] = score_method(same, ref["val"][f], reliant[ti], flips[ti], share)["auroc_e_out_tol"]
         floors[f] = sc
-    return {"kind": method_info(m).kind, "options": options.get(m, {}), "auto_floor": resolve_floor("auto", m), "floors": floors,
+    return {"kind": method_info(m).kind, "sanity": method_info(m).sanity, "options": options.get(m, {}), "auto_floor": resolve_floor("auto", m), "floors": floors,
             "n_test": len(ti), "n_val": len(r["vi"]), "x_forward": r["x_forward"], "x_gradcam": r["x_forward"] / ref["x_forward"],
             "ms_per_image": r["ms_per_image"], "peak_mib": r["peak_mib"]}  # fmt: skip
 
@@ -253,13 +253,14 @@ def leaderboard_rows(res: dict[str, Any]) -> list[list[str]]:
         rows.append([m, r["kind"], r["auto_floor"], str(r["n_test"]), _f(sc["auroc_e_out_tol"]), _f(sc["gradcam_auroc_same_images"]),
                      _f(sc["auroc_e_out"]), _f(sc["threshold"]),
                      _f(sc["flag_precision"]), _f(sc["flag_recall"]), _f(sc["audit_flag_precision"]), _f(sc["audit_flag_recall"]),
-                     _f(r["x_forward"], 1), _f(r["x_gradcam"], 1), _f(r["peak_mib"], 0), _opts(r["options"])])  # fmt: skip
+                     _f(r["x_forward"], 1), _f(r["x_gradcam"], 1), _f(r["peak_mib"], 0), r.get("sanity") or "not measured",
+                     _opts(r["options"])])  # fmt: skip
     return sorted(rows, key=lambda row: -float(row[4]) if row[4] != "—" else 0.0)
 
 
 HEADER = ["method", "kind", "floor", "test images", "AUROC E_out tol", "Grad-CAM, same images", "AUROC E_out", "threshold",
           "E_out flag P", "E_out flag R",
-          "audit flag P", "audit flag R", "× forward", "× Grad-CAM", "peak MiB", "options"]  # fmt: skip
+          "audit flag P", "audit flag R", "× forward", "× Grad-CAM", "peak MiB", "sanity", "options"]  # fmt: skip
 
 
 def floor_rows(res: dict[str, Any]) -> list[list[str]]:
@@ -273,7 +274,7 @@ def leaderboard_tables(label: str, res: dict[str, Any]) -> list[Any]:
     t = Table(title=f"Leaderboard, {label}: {res['n_test']} test images (reliance {res['reliance_rate']:.3f}), "
                     f"thresholds flag {res['val_flag_share']:.3f} of {res['n_val']} validation images")  # fmt: skip
     for c in HEADER:
-        t.add_column(c, justify="left" if c in ("method", "kind", "floor", "options") else "right")
+        t.add_column(c, justify="left" if c in ("method", "kind", "floor", "sanity", "options") else "right")
     for row in leaderboard_rows(res):
         t.add_row(*row)
     f = Table(title=f"{label}: tolerant AUROC by floor")
@@ -296,7 +297,7 @@ def leaderboard_markdown(head: str, results: dict[str, Any]) -> str:
             f"flags {res['val_flag_share']:.3f} of the {res['n_val']} validation images (the share the default audit flags there).{sub}",
             "",
             "| " + " | ".join(HEADER) + " |",
-            "|---|---|---|" + "---:|" * (len(HEADER) - 4) + "---|",
+            "|---|---|---|" + "---:|" * (len(HEADER) - 5) + "---|---|",
             *["| " + " | ".join(row) + " |" for row in leaderboard_rows(res)],
             "",
             f"Tolerant AUROC under each floor ({label}):",
@@ -309,9 +310,51 @@ def leaderboard_markdown(head: str, results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def add_leaderboard_args(ap: Any) -> None:
+    """The ``--methods`` options both validity benchmarks take (phantom and real anatomy)."""
+    ap.add_argument("--methods", default="", help="score these explanation methods (comma list or 'all') instead of the default audit")
+    ap.add_argument("--models", default="mp0,default", help="with --methods: which trained runs to score (mp0, default)")
+    ap.add_argument("--option", action="append", default=[], help="with --methods: method.key=value (replaces the affordable preset's entry)")
+    ap.add_argument("--method-defaults", action="store_true", help="with --methods: every method at its defaults (no affordable preset)")
+    ap.add_argument("--max-test", type=int, default=None, help="with --methods: test images for the expensive methods (seeded, reliance rate kept)")
+    ap.add_argument("--max-val", type=int, default=None, help="with --methods: validation images calibrating the expensive methods")
+
+
+def run_leaderboard(
+    args: Any, models: TrainedModels, cfg: AuditConfig, test: Sequence[Sample], val: Sequence[Sample], twin_pred: dict[str, str],
+    say: Any = print,
+) -> dict[str, Any]:  # fmt: skip
+    """:func:`leaderboard` with the methods and options ``add_leaderboard_args`` parsed (Grad-CAM always in: it is
+    the reference the thresholds are calibrated against)."""
+    from lungaudit.studies.common import parse_option, resolve_methods
+
+    methods = resolve_methods(args.methods)
+    methods = methods if "gradcam" in methods else ["gradcam", *methods]
+    options = {} if args.method_defaults else {m: dict(o) for m, o in AFFORDABLE.items() if m in methods}
+    for m, o in parse_option(args.option).items():
+        options.setdefault(m, {}).update(o)
+    device = torch.device(args.device)
+    return leaderboard(models, with_defaults(cfg), test, val, twin_pred, methods, options, device, (args.max_test, args.max_val), say=say)
+
+
+def record_leaderboard(results: dict[str, Any], out_json: Any, bench_md: Any, section: str | None, head: str, say: Any = print) -> None:
+    """Print the leaderboard, write it as JSON and, when ``section`` is given, as that BENCHMARKS.md section."""
+    import json
+
+    from _bench_common import write_benchmark_section
+
+    for label, res in results.items():
+        for t in leaderboard_tables(label, res):
+            say(t)
+    out_json.write_text(json.dumps(results, indent=2))
+    if section:
+        write_benchmark_section(bench_md, section, leaderboard_markdown(head, results))
+
+
 def with_defaults(cfg: AuditConfig) -> AuditConfig:
     """The audit config the leaderboard's reference step runs with: the default method, no overlays."""
     return replace(cfg, cam="gradcam", cam_options={}, overlays=False)
 
 
-__all__ = ["AFFORDABLE", "FLOORS", "leaderboard", "leaderboard_markdown", "leaderboard_tables", "score_method", "with_defaults"]
+__all__ = ["AFFORDABLE", "FLOORS", "add_leaderboard_args", "leaderboard", "leaderboard_markdown", "leaderboard_tables", "record_leaderboard",
+           "run_leaderboard", "score_method", "with_defaults"]

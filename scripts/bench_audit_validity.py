@@ -53,6 +53,7 @@ from sklearn.metrics import roc_auc_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # this checkout's package, not another install
 from _bench_common import write_benchmark_section  # noqa: E402
+from _explain_leaderboard import add_leaderboard_args, run_leaderboard  # noqa: E402
 
 from lungaudit.audit.run import audit_dataset as audit  # noqa: E402
 from lungaudit.config import TrainConfig, apply_overrides, load_config, replace  # noqa: E402
@@ -110,40 +111,18 @@ def score(rows: list[dict], twin_pred: dict[str, str], planted: dict[str, str], 
     }
 
 
-def score_methods(args: argparse.Namespace, cfg: TrainConfig, run_dir: Path, ds, test: list) -> dict:
-    """The explanation-method leaderboard on one trained run (see scripts/_explain_leaderboard.py)."""
-    from _explain_leaderboard import AFFORDABLE, leaderboard, with_defaults
-
-    from lungaudit.studies.common import parse_option, resolve_methods
-
-    methods = resolve_methods(args.methods)
-    methods = methods if "gradcam" in methods else ["gradcam", *methods]  # the reference of the calibration
-    options = {} if args.method_defaults else {m: dict(o) for m, o in AFFORDABLE.items() if m in methods}
-    for m, o in parse_option(args.option).items():
-        options.setdefault(m, {}).update(o)
-    device = torch.device(args.device)
-    console.print(f"leaderboard on {run_dir}: {', '.join(methods)}")
-    return leaderboard(load_run(run_dir, device), with_defaults(cfg.audit), test, ds.split("val"), twin_predictions(run_dir, test),
-                       methods, options, device, (args.max_test, args.max_val), say=console.print)  # fmt: skip
-
-
-def record_leaderboard(args: argparse.Namespace, results: dict, recipe: str, n_test: int, synth) -> None:
+def record_methods(args: argparse.Namespace, results: dict, recipe: str, n_test: int, synth) -> None:
     """Print the leaderboard, write leaderboard.json and (unless --no-record) its BENCHMARKS.md section."""
-    from _explain_leaderboard import leaderboard_markdown, leaderboard_tables
+    from _explain_leaderboard import record_leaderboard
 
-    for label, res in results.items():
-        for t in leaderboard_tables(label, res):
-            console.print(t)
-    (args.out / "leaderboard.json").write_text(json.dumps(results, indent=2))
-    if args.no_record:
-        return
     head = (
         f"Measured {dt.date.today()} on {platform.machine()} {args.device.upper()} ({torch.get_num_threads()} thread(s)), torch {torch.__version__}. "
         f"Command: `{' '.join(['python scripts/bench_audit_validity.py', *sys.argv[1:]])}` (synthetic benchmark, "
         f"{args.n_per_class}/class at {synth.size} px, corner markers at rate {args.shortcut_rate} in train/val, independent in test; "
         f"{recipe}; {n_test} test images). Ground truth: a prediction is shortcut-reliant when it changes on the clean twin."
     )
-    write_benchmark_section(ROOT / "BENCHMARKS.md", "Explanation methods: audit validity", leaderboard_markdown(head, results))
+    section = None if args.no_record else "Explanation methods: audit validity"
+    record_leaderboard(results, args.out / "leaderboard.json", ROOT / "BENCHMARKS.md", section, head, say=console.print)
 
 
 def twin_predictions(run_dir: Path, test: list) -> dict[str, str]:
@@ -173,12 +152,7 @@ def main() -> None:
                     help="BENCHMARKS.md section to (re)write (default: 'Audit validity' for the classic recipe, "
                          "'Audit validity, synthetic default recipe' for the default)")  # fmt: skip
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="classic", help="generator recipe (see above)")
-    ap.add_argument("--methods", default="", help="score these explanation methods (comma list or 'all') instead of the default audit")
-    ap.add_argument("--models", default="mp0,default", help="with --methods: which trained runs to score (mp0, default)")
-    ap.add_argument("--option", action="append", default=[], help="with --methods: method.key=value (replaces the affordable preset's entry)")
-    ap.add_argument("--method-defaults", action="store_true", help="with --methods: every method at its defaults (no affordable preset)")
-    ap.add_argument("--max-test", type=int, default=None, help="with --methods: test images for the expensive methods (seeded, reliance rate kept)")
-    ap.add_argument("--max-val", type=int, default=None, help="with --methods: validation images calibrating the expensive methods")
+    add_leaderboard_args(ap)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -209,7 +183,9 @@ def main() -> None:
             train(cfg, stage="cls", run_dir=run_dir)
         train_s = time.perf_counter() - t0
         if args.methods:
-            results[label] = score_methods(args, cfg, run_dir, ds, test)
+            console.print(f"leaderboard on {run_dir}")
+            results[label] = run_leaderboard(args, load_run(run_dir, torch.device(args.device)), cfg.audit, test, ds.split("val"),
+                                             twin_predictions(run_dir, test), say=console.print)  # fmt: skip
             continue
         audit_dir = args.out / "audit" / f"mp{mask_prob:g}"
         ds_test = load_dataset(data_dir)
@@ -226,7 +202,7 @@ def main() -> None:
         }
 
     if args.methods:
-        record_leaderboard(args, results, recipe, len(test), synth)
+        record_methods(args, results, recipe, len(test), synth)
         return
     keys = ["reliance_rate", "auroc_e_out_tol", "auroc_e_out", "flag_precision", "flag_recall", "flag_rate",
             "marker_flip_precision", "marker_flip_recall", "masking_flip_rate",

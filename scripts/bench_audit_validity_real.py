@@ -37,6 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # this checkout's package, not another install
 from _bench_common import write_benchmark_section  # noqa: E402
+from _explain_leaderboard import add_leaderboard_args, record_leaderboard, run_leaderboard  # noqa: E402
 from bench_audit_validity import boxes_overlap, score  # noqa: E402
 
 from lungaudit.audit.markers import hotspot_overlaps_marker  # noqa: E402
@@ -86,7 +87,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=ROOT / "runs/bench/validity_real")
     ap.add_argument("--reuse", action="store_true", help="reuse the classifiers an earlier run of this script trained")
     ap.add_argument("--record", action="store_true", help="write the BENCHMARKS.md section")
-    ap.add_argument("--section", default="Audit validity on real anatomy (planted shortcuts)")
+    ap.add_argument("--section", default=None, help="BENCHMARKS.md section (default: 'Audit validity on real anatomy "
+                    "(planted shortcuts)', with --methods 'Explanation methods: audit validity on real anatomy')")
+    ap.add_argument("--device", default="cpu", help="with --methods: where the methods run")
+    add_leaderboard_args(ap)
     args = ap.parse_args()
     if args.labels is None and args.suffix_labels is None and args.data.name.lower() == "shenzhen":
         args.suffix_labels = "0=Normal,1=TB"  # the sample's own naming
@@ -277,15 +281,20 @@ def per_kind(rows: list[dict], twin_pred: dict[str, str], kinds: dict[str, str])
     return out
 
 
-def evaluate(cfg: TrainConfig, data_dir: Path, test: list[Sample], args: argparse.Namespace) -> dict[str, Any]:
-    """Train (or reuse) one classifier, audit the test split, and score the audit against the twins."""
+def trained(cfg: TrainConfig, args: argparse.Namespace) -> tuple[Path, float]:
+    """The classifier's run folder, trained unless ``--reuse`` finds it, and the seconds its training took."""
     run_dir = args.out / "train" / cfg.name
     t0 = time.perf_counter()
     if not (args.reuse and (run_dir / "weights" / "cls_best.pt").is_file()):
         train(cfg, stage="cls", run_dir=run_dir)
-        train_s = time.perf_counter() - t0
-    else:  # the time the reused run took, not the time it took to skip it
-        train_s = json.loads((run_dir / "test_metrics.json").read_text())["stage_times_s"].get("cls", 0.0)
+        return run_dir, time.perf_counter() - t0
+    # the time the reused run took, not the time it took to skip it
+    return run_dir, json.loads((run_dir / "test_metrics.json").read_text())["stage_times_s"].get("cls", 0.0)
+
+
+def evaluate(cfg: TrainConfig, data_dir: Path, test: list[Sample], args: argparse.Namespace) -> dict[str, Any]:
+    """Train (or reuse) one classifier, audit the test split, and score the audit against the twins."""
+    run_dir, train_s = trained(cfg, args)
     audit_dir = args.out / "audit" / cfg.name
     ds = load_dataset(data_dir)
     ds.samples = test
@@ -347,7 +356,35 @@ def record(args: argparse.Namespace, results: dict[str, dict], info: dict[str, A
               "| cause | " + " | ".join(results) + " |", "|---|" + "---:|" * len(results)]  # fmt: skip
     for c in CAUSES:
         lines.append(f"| {c} | " + " | ".join(str(results[m]["flags"]["false_alarm_causes"][c]) for m in results) + " |")
-    write_benchmark_section(ROOT / "BENCHMARKS.md", args.section, "\n".join(lines))
+    write_benchmark_section(ROOT / "BENCHMARKS.md", args.section or "Audit validity on real anatomy (planted shortcuts)", "\n".join(lines))
+
+
+def score_methods(args: argparse.Namespace, ds: Any, data_dir: Path, info: dict[str, Any]) -> None:
+    """The explanation-method leaderboard (issue 13) on the planted real films: the same trained runs, test
+    twins and validation-calibrated thresholds as ``bench_audit_validity.py --methods``."""
+    wanted = args.models.split(",")
+    results = {}
+    for label, cfg in model_configs(args, data_dir).items():
+        if ("mp0" if cfg.cls.mask_prob == 0 else "default") not in wanted:
+            continue
+        run_dir, _ = trained(cfg, args)
+        models = load_run(run_dir, torch.device(args.device))
+        test = ds.split("test")
+        print(f"leaderboard on {run_dir}", file=sys.stderr)
+        results[label] = run_leaderboard(args, models, cfg.audit, test, ds.split("val"), twin_predictions(models, test),
+                                         say=lambda m: print(m, file=sys.stderr))  # fmt: skip
+    cmd = " ".join(["python scripts/bench_audit_validity_real.py", *sys.argv[1:]])
+    head = (
+        f"Measured {dt.date.today()} on {platform.machine()} {args.device.upper()} ({torch.get_num_threads()} thread(s)), "
+        f"torch {torch.__version__}. Command: `{cmd}` (planted real films: {info['n_images']} from {Path(info['data']).name}, "
+        f"cue rate {args.rate} in train/val, independent in test; {info['n_test']} test images at {args.image_size} px). "
+        "Ground truth: a prediction is shortcut-reliant when it changes on the clean twin."
+    )
+    section = (args.section or "Explanation methods: audit validity on real anatomy") if args.record else None
+    from rich.console import Console
+
+    record_leaderboard(results, args.out / "leaderboard.json", ROOT / "BENCHMARKS.md", section, head, say=Console(stderr=True).print)
+    print(json.dumps(results, indent=2))
 
 
 def main() -> None:
@@ -357,6 +394,9 @@ def main() -> None:
     data_dir = plant_data(args)
     ds = load_dataset(data_dir)
     test = ds.split("test")
+    if args.methods:
+        score_methods(args, ds, data_dir, {"data": str(args.data), "n_images": len(ds.samples), "n_test": len(test)})
+        return
     results = {label: evaluate(cfg, data_dir, test, args) for label, cfg in model_configs(args, data_dir).items()}
     info = {
         "data": str(args.data), "n_images": len(ds.samples), "n_test": len(test), "class_names": list(ds.class_names),
