@@ -42,7 +42,7 @@ def _f(v: float | None) -> str:
     return "—" if v is None else f"{v:.3f}"
 
 
-def benchmarks_section(doc: dict, sanity_json: Path) -> str:
+def benchmarks_section(doc: dict, sanity_json: Path, flags: str = " --benchmarks", packaged: bool = True) -> str:
     """Every measured method's correlations and verdicts as a markdown table, with the run's provenance."""
     src, st, rl = doc["source"], doc["settings"], doc.get("random_labels") or {}
     lines = [
@@ -51,8 +51,9 @@ def benchmarks_section(doc: dict, sanity_json: Path) -> str:
         f"{st.get('similarity')}. Random-label model: {rl.get('epochs')} epoch(s) on permuted labels "
         f"(validation accuracy on the true labels {_f(rl.get('val_accuracy_true_labels'))}, chance {_f(rl.get('chance'))}). "
         f"A method fails a test when its maps correlate above {st['threshold']} with the randomised model's. "
-        f"Recorded into `lungaudit/explain/sanity_verdicts.json` (shown by `lungaudit explain --list`, warned by the audit) with "
-        f"`python scripts/record_sanity_verdicts.py {sanity_json} --benchmarks`.",
+        + ("Recorded into `lungaudit/explain/sanity_verdicts.json` (shown by `lungaudit explain --list`, warned by the audit) with "
+           if packaged else "This table only (the packaged verdicts come from another run): ")
+        + f"`python scripts/record_sanity_verdicts.py {sanity_json}{flags}`.",
         "",
         "| method | kind | options | ρ after each cascade stage | ρ all layers random | model test | ρ random labels | SSIM random labels "
         "| data test | verdict | seconds |",
@@ -72,15 +73,20 @@ def main() -> None:
     ap.add_argument("sanity_json", type=Path)
     ap.add_argument("--out", type=Path, default=packaged_verdicts())
     ap.add_argument("--benchmarks", action="store_true", help="also write the BENCHMARKS.md section")
+    ap.add_argument("--section", default="Explanation methods: sanity checks", help="with --benchmarks: the section's title")
+    ap.add_argument("--table-only", action="store_true", help="write only the BENCHMARKS.md section, not the packaged verdicts")
     args = ap.parse_args()
     doc = json.loads(args.sanity_json.read_text())
     methods = {m: verdict_record(r) for m, r in doc["methods"].items() if r["verdict"] in VERDICTS}
     source = {**doc["source"], "threshold": doc["settings"]["threshold"], "from": str(args.sanity_json)}
-    atomic_write_json(args.out, {"source": source, "methods": methods})
-    listed = ", ".join(f"{m}={r['verdict']}" for m, r in methods.items())
-    print(f"{args.out}: {len(methods)} verdict(s) ({listed})")
-    if args.benchmarks:
-        write_benchmark_section(ROOT / "BENCHMARKS.md", "Explanation methods: sanity checks", benchmarks_section(doc, args.sanity_json))
+    if not args.table_only:
+        atomic_write_json(args.out, {"source": source, "methods": methods})
+        listed = ", ".join(f"{m}={r['verdict']}" for m, r in methods.items())
+        print(f"{args.out}: {len(methods)} verdict(s) ({listed})")
+    if args.benchmarks or args.table_only:
+        flags = " --table-only" if args.table_only else " --benchmarks"
+        flags += f' --section "{args.section}"' if args.section != "Explanation methods: sanity checks" else ""
+        write_benchmark_section(ROOT / "BENCHMARKS.md", args.section, benchmarks_section(doc, args.sanity_json, flags, not args.table_only))
 
 
 if __name__ == "__main__":
