@@ -13,7 +13,12 @@ test twins -- and re-scores the flag under alternative rules, without retraining
 * ``E_out only`` and ``marker flip only``: each signal alone.
 
 and prints each model's flags one per line (true/false positive, missed), the rule table and the
-AUROC of three scores. ``--record`` writes the BENCHMARKS.md section.
+AUROC of several scores. It also measures the **spill**: the tolerant E_out of the same model's
+Grad-CAM on the *lung-only* input (everything outside the dilated lungs filled, as the masking
+counterfactual does). Nothing outside the lungs is left to look at, so that energy is what the CAM's
+resolution and the mask's outline put there by themselves -- the floor under which E_out says
+nothing -- and ``E_out - spill`` is tried as a per-image, self-calibrated score.
+``--record`` writes the BENCHMARKS.md section.
 
     python scripts/analyse_flag_rules.py --phantom runs/bench/validity_v2 --real runs/bench/validity_real
 """
@@ -36,14 +41,36 @@ import bench_audit_validity as phantom_bench  # noqa: E402
 import bench_audit_validity_real as real_bench  # noqa: E402
 from _bench_common import write_benchmark_section  # noqa: E402
 
+from _explain_leaderboard import decode  # noqa: E402
+from lungaudit.audit.metrics import dilate_masks, lung_energy  # noqa: E402
+from lungaudit.audit.step import StepSettings, apply_floor  # noqa: E402
 from lungaudit.data.layouts import load_dataset  # noqa: E402
+from lungaudit.explain.cam import compute_cam  # noqa: E402
+from lungaudit.runs.data import run_config  # noqa: E402
 from lungaudit.runs.restore import load_run  # noqa: E402
 
 MODELS = (("mp0", "mask_prob=0"), ("mp0.5", "mask_prob=0.5"))
 
 
+def spill(run_dir: Path, test: list) -> np.ndarray:
+    """Tolerant E_out of the audit's CAM on each test image's lung-only input (N,)."""
+    cfg, models = run_config(run_dir, []), load_run(run_dir, torch.device("cpu"))
+    s = StepSettings.resolve(cfg.audit, models)
+    d = decode(test, models, cfg.audit, torch.device("cpu"))
+    gate = dilate_masks(d.lungs, s.mask_dilate_px)[:, None] > 0
+    x = torch.where(gate, d.x, torch.full_like(d.x, s.fill_value))
+    out = []
+    for i in range(0, len(x), cfg.audit.batch_size):
+        sl = slice(i, i + cfg.audit.batch_size)
+        cam = compute_cam(models.classifier, x[sl], s.target_layer, method=s.cam, out_size=(s.size, s.size), score=s.cam_score,
+                          options=s.cam_options)  # fmt: skip
+        e = lung_energy(apply_floor(cam.cams, s.cam_floor), d.lungs[sl], s.tolerance_px, fill=s.fill_lungs)
+        out.append(np.nan_to_num(e["e_out_tol"].numpy(), nan=1.0))
+    return np.concatenate(out)
+
+
 def records(bench: Path, data_dir: Path, real: bool) -> dict[str, dict[str, np.ndarray]]:
-    """Per model: the test rows' signals as arrays, with twin-flip reliance."""
+    """Per model: the test rows' signals as arrays, with twin-flip reliance and the spill."""
     test = load_dataset(data_dir).split("test")
     out = {}
     for run, _ in MODELS:
@@ -63,6 +90,7 @@ def records(bench: Path, data_dir: Path, real: bool) -> dict[str, dict[str, np.n
             "marker_flip": np.array([r["marker_flip"] == "true" for r in rs]),
             "reasons": np.array([r["reasons"] or "-" for r in rs]),
             "prob": np.array([float(r["prob_pred"]) for r in rs]),
+            "spill": spill(run_dir, test),
         }
     return out
 
@@ -74,6 +102,7 @@ def rules(r: dict[str, np.ndarray], threshold: float, drop: float, on_flip: bool
         f"E_out needs a drop >= {drop:g}": (high & (r["drop"] >= drop)) | flip | r["marker_flip"],
         f"+ flip needs a drop >= {2 * drop:g}": (high & (r["drop"] >= drop)) | (flip & (r["drop"] >= 2 * drop)) | r["marker_flip"],
         "E_out only": high,
+        f"E_out - spill > {drop:g}": r["e_out_tol"] - r["spill"] > drop,
         "marker flip only": r["marker_flip"],
     }
 
@@ -116,12 +145,14 @@ def main() -> None:
                 table.append([bench, label, f"{r['reliant'].mean():.3f}", rule, *(f"{v:.2f}" for v in scores(flag, r["reliant"]))])
     md = ["| benchmark | model | reliance | rule | precision | recall | flag rate |", "|---|---|---:|---|---:|---:|---:|"]
     md += ["| " + " | ".join(row) + " |" for row in table]
-    au = ["| benchmark | model | E_out_tol | E_out_tol x drop | drop |", "|---|---|---:|---:|---:|"]
+    au = ["| benchmark | model | E_out_tol | E_out_tol x drop | drop | E_out_tol - spill | spill: median, 90th pct |",
+          "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for bench, models in benches.items():
         for run, label in MODELS:
             r = models[run]
-            vals = [auroc(r["reliant"], s) for s in (r["e_out_tol"], r["e_out_tol"] * r["drop"].clip(0), r["drop"])]
-            au.append(f"| {bench} | {label} | " + " | ".join("—" if v is None else f"{v:.3f}" for v in vals) + " |")
+            vals = [auroc(r["reliant"], s) for s in (r["e_out_tol"], r["e_out_tol"] * r["drop"].clip(0), r["drop"], r["e_out_tol"] - r["spill"])]
+            q = np.quantile(r["spill"], [0.5, 0.9])
+            au.append(f"| {bench} | {label} | " + " | ".join("—" if v is None else f"{v:.3f}" for v in vals) + f" | {q[0]:.2f}, {q[1]:.2f} |")
     print("\n".join(md + [""] + au))
     if args.record:
         cmd = " ".join(["python scripts/analyse_flag_rules.py", *sys.argv[1:]])

@@ -17,7 +17,7 @@ channels, Captum's ``Saliency(abs=True)`` convention).
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -211,45 +211,53 @@ class IntegratedGradients(ExplainMethod):
         return Attribution(logits, targets, total * delta.float())
 
 
-class _PositiveGradient(torch.autograd.Function):
-    """Identity forward; backward passes only the positive part of the incoming gradient."""
+class _GuidedReLU(torch.autograd.Function):
+    """ReLU whose backward passes only positive gradient where the input was positive, in one step.
+
+    One custom function instead of a ReLU followed by a gradient filter: no copy of each output and
+    ReLU's own fused backward kernel (``threshold_backward``) on the clamped gradient. On the demo
+    classifier (batch 32, CPU) guided Grad-CAM went from 2.37x to 2.20x Grad-CAM's time.
+    """
 
     @staticmethod
-    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        # A copy, not the tensor itself: a later in-place op on a custom Function's output that is
-        # its input (or a view of it) is an autograd error.
-        return x.clone()
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = torch.relu(x)
+        ctx.save_for_backward(out)
+        return out
 
     @staticmethod
-    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return grad.clamp_min(0)
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad.clamp_min(0), out, 0)
 
 
 @contextlib.contextmanager
 def guided_relus(model: nn.Module, after: list[bool] | None = None) -> Iterator[None]:
     """Make every ``nn.ReLU`` backpropagate guided gradients: relu(grad) * (input > 0).
 
-    A forward hook (not a module backward hook) wraps each call's output, so a ReLU module used
-    twice in a forward -- torchvision's BasicBlock does -- is guided on both uses, and in-place ReLUs
-    are safe. ``after``, when given, is a one-flag list set by the caller once the target layer has
+    Each ReLU module's ``forward`` is replaced for the duration (an instance attribute, removed on
+    exit), so a module used twice in a forward -- torchvision's BasicBlock does -- is guided on both
+    uses, and an ``inplace=True`` ReLU computes out of place instead of writing into a tensor autograd
+    still needs. ``after``, when given, is a one-flag list set by the caller once the target layer has
     run; a ReLU running after that flips ``after`` to ``[True, True]`` (see guided Grad-CAM).
-    ``F.relu`` calls cannot be hooked: a ValueError is raised when the model has no ``nn.ReLU``.
+    ``F.relu`` calls cannot be replaced: a ValueError is raised when the model has no ``nn.ReLU``.
     """
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
     if not relus:
         raise ValueError("guided backpropagation needs nn.ReLU modules; this model has none (functional relu?)")
 
-    def hook(_m: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+    def guided(x: torch.Tensor) -> torch.Tensor:
         if after is not None and after[0]:
             after[1:] = [True]
-        return _PositiveGradient.apply(output)
+        return _GuidedReLU.apply(x)
 
-    handles = [m.register_forward_hook(hook) for m in relus]
+    for m in relus:
+        m.forward = guided  # type: ignore[method-assign]
     try:
         yield
     finally:
-        for h in handles:
-            h.remove()
+        for m in relus:
+            del m.forward
 
 
 @register_method(
