@@ -103,6 +103,8 @@ def rules(r: dict[str, np.ndarray], threshold: float, drop: float, on_flip: bool
         f"+ flip needs a drop >= {2 * drop:g}": (high & (r["drop"] >= drop)) | (flip & (r["drop"] >= 2 * drop)) | r["marker_flip"],
         "E_out only": high,
         f"E_out - spill > {drop:g}": r["e_out_tol"] - r["spill"] > drop,
+        # a per-run threshold that needs no labels: the 90th percentile of the run's own spill
+        "E_out > spill's 90th pct": r["e_out_tol"] > np.quantile(r["spill"], 0.9),
         "marker flip only": r["marker_flip"],
     }
 
