@@ -137,17 +137,27 @@ def measure(run: Path, images: list[bytes], args: argparse.Namespace, max_batch:
     with Server(run, max_batch, args.max_wait_ms, args.device) as srv:
         asyncio.run(throughput(srv.url, images, 4, 5, args.overlays))  # warm-up: first passes allocate
         out: dict = {"latency": asyncio.run(latency(srv.url, images, args.n, 3, args.overlays))} if with_latency else {}
-        out["load"] = [asyncio.run(throughput(srv.url, images, c, args.seconds, args.overlays)) for c in args.clients]
+        # rounds interleave the load points (1, 8, 32, 1, 8, 32, ...) so drift on a shared machine hits each alike
+        rounds = [[asyncio.run(throughput(srv.url, images, c, args.seconds, args.overlays)) for c in args.clients] for _ in range(args.rounds)]
+    out["rounds"] = rounds
+    out["load"] = [median_row([r[k] for r in rounds], [r[k]["rps"] / r[0]["rps"] for r in rounds]) for k in range(len(args.clients))]
     return out
 
 
+def median_row(rows: list[dict], gains: list[float]) -> dict:
+    """One load point over the rounds: medians, and the gain over 1 client taken within each round."""
+    med = {k: statistics.median(r[k] for r in rows) for k in ("rps", "mean_batch", "device_ms_per_image")}
+    return {"clients": rows[0]["clients"], **med, "gain": statistics.median(gains), "gain_min": min(gains), "gain_max": max(gains)}
+
+
 def table(batched: dict, control: dict | None) -> str:
-    lines = ["| clients | requests/s | × 1 client | uploads per device pass | device ms per upload |" + (" requests/s, --max-batch 1 |" if control else ""),
-             "|---:|---:|---:|---:|---:|" + ("---:|" if control else "")]  # fmt: skip
-    base = batched["load"][0]["rps"]
+    lines = ["| clients | requests/s | × 1 client (min–max over rounds) | uploads per device pass | device ms per upload |"
+             + (" requests/s, --max-batch 1 | × 1 client, --max-batch 1 |" if control else ""),
+             "|---:|---:|---:|---:|---:|" + ("---:|---:|" if control else "")]  # fmt: skip
     for k, row in enumerate(batched["load"]):
-        line = f"| {row['clients']} | {row['rps']:.1f} | {row['rps'] / base:.2f} | {row['mean_batch']:.1f} | {row['device_ms_per_image']:.0f} |"
-        lines.append(line + (f" {control['load'][k]['rps']:.1f} |" if control else ""))
+        line = (f"| {row['clients']} | {row['rps']:.1f} | {row['gain']:.2f} ({row['gain_min']:.2f}–{row['gain_max']:.2f}) | "
+                f"{row['mean_batch']:.1f} | {row['device_ms_per_image']:.0f} |")  # fmt: skip
+        lines.append(line + (f" {control['load'][k]['rps']:.1f} | {control['load'][k]['gain']:.2f} |" if control else ""))
     return "\n".join(lines)
 
 
@@ -159,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="duration of each throughput point")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--max-batch", type=int, default=16)
-    ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument("--max-wait-ms", type=float, default=100.0)
+    ap.add_argument("--rounds", type=int, default=3, help="repetitions of the load points, interleaved; medians reported")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the pictures (the page asks for them)")
     ap.add_argument("--no-control", dest="control", action="store_false", help="skip the --max-batch 1 control")
@@ -181,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         f"shared with other work (1-min load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end), "
         f"torch {torch.__version__}, device `{args.device}`; classifier input {size} px; {len(images)} images cycled; "
         f"pictures {'on (as the page asks)' if args.overlays else 'off'}; `--max-batch {args.max_batch} --max-wait-ms {args.max_wait_ms:g}`; "
-        f"{args.seconds:g} s per load point. Command: `python scripts/bench_serve.py --run {args.run}"
+        f"{args.seconds:g} s per load point, {args.rounds} interleaved rounds (medians; the gain over 1 client is taken within each round). Command: `python scripts/bench_serve.py --run {args.run}"
         + (" --no-overlays" if not args.overlays else "") + "`."
     )
     body = (

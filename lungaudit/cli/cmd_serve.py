@@ -18,7 +18,7 @@ def serve(
     port: int = typer.Option(8000, "--port", min=0, max=65535),
     max_upload_mb: float = typer.Option(32.0, "--max-upload-mb", min=0.001, help="Largest accepted upload."),
     max_batch: int = typer.Option(16, "--max-batch", min=1, help="Most uploads audited in one device pass."),
-    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0.0, help="Longest a batch waits for uploads still decoding."),
+    max_wait_ms: float = typer.Option(100.0, "--max-wait-ms", min=0.0, help="Longest a batch waits for uploads still decoding, or for as many as were lately in flight at once."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a key of the run's config, e.g. --set data.max_megapixels=30."),
     project: Path = typer.Option(Path("runs"), "--project", help="Parent folder of train/."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),

@@ -57,7 +57,37 @@ def test_a_lone_request_does_not_wait_for_company():
         finally:
             await b.stop()
 
-    assert _run(main()) < 1.0  # max_wait applies only while other requests are still decoding
+    assert _run(main()) < 1.0  # a lone caller: nothing else in flight, so nothing to wait for
+
+
+def test_clients_that_took_turns_are_gathered_into_one_batch():
+    """8 clients in two groups of 4 (one group answered while the other's batch runs) merge into one batch:
+    the worker remembers that 8 requests were in flight at once and waits for the stragglers."""
+    seen: list[int] = []
+
+    def handler(items: list[int]) -> list[int]:
+        seen.append(len(items))
+        time.sleep(0.05)
+        return items
+
+    async def main() -> None:
+        b: MicroBatcher[int, int] = MicroBatcher(handler, max_batch=16, max_wait_ms=1000)
+        await b.start()
+        try:
+            first = [asyncio.create_task(b.submit(i)) for i in range(4)]
+            await asyncio.sleep(0.01)  # group A's batch runs; group B queues meanwhile
+            second = [asyncio.create_task(b.submit(i)) for i in range(4, 8)]
+            await asyncio.gather(*first, *second)
+            # group B's answer comes first now; group A's clients return 30 ms later, not "decoding" yet
+            late = [asyncio.create_task(b.submit(i)) for i in range(8, 12)]
+            await asyncio.sleep(0.03)
+            late += [asyncio.create_task(b.submit(i)) for i in range(12, 16)]
+            await asyncio.gather(*late)
+        finally:
+            await b.stop()
+
+    _run(main())
+    assert seen[:2] == [4, 4] and seen[2] == 8, seen
 
 
 def test_handler_errors_reach_every_caller_of_the_batch_and_the_worker_survives():

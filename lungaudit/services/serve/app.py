@@ -60,7 +60,7 @@ CSP = (
 class ServeSettings:
     max_upload_mb: float = 32.0  # a 3000x3000 16-bit DICOM is about 18 MB
     max_batch: int = 16
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 100.0
     decode_threads: int = 2
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS  # ("*",) when listening beyond this machine
 
@@ -251,9 +251,9 @@ def _add_api(app: FastAPI, state: ServeState) -> None:
 
 async def predict_upload(state: ServeState, request: Request, overlays: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
-    data, name = await read_upload(request, state.settings.max_upload_bytes)
-    t1 = time.perf_counter()
-    with state.batcher.incoming():  # the batcher may wait a few ms for this one while it decodes
+    with state.batcher.incoming():  # the batcher may wait for this one while its body arrives and decodes
+        data, name = await read_upload(request, state.settings.max_upload_bytes)
+        t1 = time.perf_counter()
         item = await decode_upload(state, data, name)
     t2 = time.perf_counter()
     pred, maps, batch = await state.batcher.submit(Job(item, name))
