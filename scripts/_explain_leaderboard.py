@@ -320,6 +320,19 @@ def add_leaderboard_args(ap: Any) -> None:
     ap.add_argument("--max-val", type=int, default=None, help="with --methods: validation images calibrating the expensive methods")
 
 
+def check_leaderboard_args(ap: Any, args: Any) -> None:
+    """Refuse unknown methods and malformed options before anything is trained (argparse's exit 2)."""
+    if not args.methods:
+        return
+    from lungaudit.studies.common import parse_option, resolve_methods
+
+    try:
+        resolve_methods(args.methods)
+        parse_option(args.option)
+    except ValueError as e:
+        ap.error(str(e))
+
+
 def run_leaderboard(
     args: Any, models: TrainedModels, cfg: AuditConfig, test: Sequence[Sample], val: Sequence[Sample], twin_pred: dict[str, str],
     say: Any = print,
@@ -356,5 +369,5 @@ def with_defaults(cfg: AuditConfig) -> AuditConfig:
     return replace(cfg, cam="gradcam", cam_options={}, overlays=False)
 
 
-__all__ = ["AFFORDABLE", "FLOORS", "add_leaderboard_args", "leaderboard", "leaderboard_markdown", "leaderboard_tables", "record_leaderboard",
+__all__ = ["AFFORDABLE", "FLOORS", "add_leaderboard_args", "check_leaderboard_args", "leaderboard", "leaderboard_markdown", "leaderboard_tables", "record_leaderboard",
            "run_leaderboard", "score_method", "with_defaults"]

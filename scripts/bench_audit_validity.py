@@ -53,7 +53,7 @@ from sklearn.metrics import roc_auc_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # this checkout's package, not another install
 from _bench_common import write_benchmark_section  # noqa: E402
-from _explain_leaderboard import add_leaderboard_args, run_leaderboard  # noqa: E402
+from _explain_leaderboard import add_leaderboard_args, check_leaderboard_args, run_leaderboard  # noqa: E402
 
 from lungaudit.audit.run import audit_dataset as audit  # noqa: E402
 from lungaudit.config import TrainConfig, apply_overrides, load_config, replace  # noqa: E402
@@ -155,6 +155,7 @@ def main() -> None:
     add_leaderboard_args(ap)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
+    check_leaderboard_args(ap, args)
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     base = load_config()

@@ -37,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # this checkout's package, not another install
 from _bench_common import write_benchmark_section  # noqa: E402
-from _explain_leaderboard import add_leaderboard_args, record_leaderboard, run_leaderboard  # noqa: E402
+from _explain_leaderboard import add_leaderboard_args, check_leaderboard_args, record_leaderboard, run_leaderboard  # noqa: E402
 from bench_audit_validity import boxes_overlap, score  # noqa: E402
 
 from lungaudit.audit.markers import hotspot_overlaps_marker  # noqa: E402
@@ -94,6 +94,7 @@ def parse_args() -> argparse.Namespace:
     args = ap.parse_args()
     if args.labels is None and args.suffix_labels is None and args.data.name.lower() == "shenzhen":
         args.suffix_labels = "0=Normal,1=TB"  # the sample's own naming
+    check_leaderboard_args(ap, args)
     if not args.data.exists():
         sys.exit(f"{args.data} not found: give --data (a folder of real radiographs with lung masks)")
     return args

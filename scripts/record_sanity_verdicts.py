@@ -76,7 +76,11 @@ def main() -> None:
     ap.add_argument("--section", default="Explanation methods: sanity checks", help="with --benchmarks: the section's title")
     ap.add_argument("--table-only", action="store_true", help="write only the BENCHMARKS.md section, not the packaged verdicts")
     args = ap.parse_args()
-    doc = json.loads(args.sanity_json.read_text())
+    try:
+        doc = json.loads(args.sanity_json.read_text(encoding="utf-8"))
+        doc["methods"], doc["source"], doc["settings"]["threshold"]  # noqa: B018 - what this script reads
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        ap.error(f"{args.sanity_json}: not a readable sanity.json from lungaudit sanity ({type(e).__name__}: {e})")
     methods = {m: verdict_record(r) for m, r in doc["methods"].items() if r["verdict"] in VERDICTS}
     source = {**doc["source"], "threshold": doc["settings"]["threshold"], "from": str(args.sanity_json)}
     if not args.table_only:
