@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import httpx
+import numpy as np
 import pytest
 
 import lungaudit as la
+from lungaudit.audit.overlay import OVERLAY_SIDE
 from lungaudit.services.serve import BackgroundServer, ServeSettings, create_app
 from lungaudit.utils import sha256_file
 
@@ -95,7 +98,9 @@ def test_concurrent_uploads_equal_the_python_api(client, server, uploads, expect
         _same(body["prediction"], expected[key])
         assert body["prediction"]["file"] == uploads[key].name
         names = [p["name"] for p in body["pictures"]]
-        assert names[:2] == ["outline", "gradcam"] and all(p["src"].startswith("data:image/png;base64,") for p in body["pictures"])
+        assert names[:2] == ["outline", "gradcam"] and all(p["src"].startswith("data:image/jpeg;base64,") for p in body["pictures"])
+    picture = cv2.imdecode(np.frombuffer(base64.b64decode(answers[0][1]["pictures"][1]["src"].split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
+    assert picture is not None and picture.shape == (OVERLAY_SIDE, OVERLAY_SIDE, 3)  # a real picture, not just a prefix
     assert max(body["batch_size"] for _, body in answers) > 1  # the batcher gathered concurrent uploads
     stats = client.get("/health").json()["batching"]
     assert stats["items"] >= len(jobs) and stats["largest"] > 1

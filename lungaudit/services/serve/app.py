@@ -42,7 +42,7 @@ from starlette.requests import ClientDisconnect
 from lungaudit import __version__
 from lungaudit.data.imageio import ImageReadError
 from lungaudit.data.records import Sample
-from lungaudit.services.pictures import heat_picture, method_label, outline_picture, png_data_url
+from lungaudit.services.pictures import heat_picture, method_label, outline_picture, picture_data_url
 from lungaudit.services.predict import Maps, Prediction, Predictor
 from lungaudit.services.serve.batcher import MicroBatcher
 
@@ -343,7 +343,7 @@ def render_pictures(state: ServeState, pred: Prediction, maps: Maps) -> list[dic
     shown = [("outline", method_label("outline"), outline_picture(maps.image, maps.lungs, box)),
              (audited, method_label(audited, audited=True), heat_picture(maps.image, maps.lungs, maps.heat, box))]  # fmt: skip
     shown += [(m, method_label(m), heat_picture(maps.image, maps.lungs, v, box, robust=True)) for m, v in maps.methods.items() if m != audited]
-    return [{"name": n, "label": label, "src": png_data_url(pic)} for n, label, pic in shown]
+    return [{"name": n, "label": label, "src": picture_data_url(pic)} for n, label, pic in shown]
 
 
 __all__ = ["ApiError", "LOOPBACK_HOSTS", "ServeSettings", "create_app", "display_name", "static_dir"]
