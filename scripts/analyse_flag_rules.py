@@ -42,26 +42,25 @@ import bench_audit_validity_real as real_bench  # noqa: E402
 from _bench_common import write_benchmark_section  # noqa: E402
 
 from _explain_leaderboard import decode  # noqa: E402
-from lungaudit.audit.metrics import dilate_masks, lung_energy  # noqa: E402
+from lungaudit.audit.metrics import lung_energy, lung_only  # noqa: E402
 from lungaudit.audit.step import StepSettings, apply_floor  # noqa: E402
 from lungaudit.data.layouts import load_dataset  # noqa: E402
 from lungaudit.explain.cam import compute_cam  # noqa: E402
 from lungaudit.runs.data import run_config  # noqa: E402
-from lungaudit.runs.restore import load_run  # noqa: E402
+from lungaudit.config import AuditConfig  # noqa: E402
+from lungaudit.runs.restore import TrainedModels, load_run  # noqa: E402
 
 MODELS = (("mp0", "mask_prob=0"), ("mp0.5", "mask_prob=0.5"))
 
 
-def spill(run_dir: Path, test: list) -> np.ndarray:
+def spill(models: TrainedModels, cfg: AuditConfig, test: list) -> np.ndarray:
     """Tolerant E_out of the audit's CAM on each test image's lung-only input (N,)."""
-    cfg, models = run_config(run_dir, []), load_run(run_dir, torch.device("cpu"))
-    s = StepSettings.resolve(cfg.audit, models)
-    d = decode(test, models, cfg.audit, torch.device("cpu"))
-    gate = dilate_masks(d.lungs, s.mask_dilate_px)[:, None] > 0
-    x = torch.where(gate, d.x, torch.full_like(d.x, s.fill_value))
+    s = StepSettings.resolve(cfg, models)
+    d = decode(test, models, cfg, torch.device("cpu"))
+    x = lung_only(d.x, d.lungs, s.mask_dilate_px, s.fill_value)
     out = []
-    for i in range(0, len(x), cfg.audit.batch_size):
-        sl = slice(i, i + cfg.audit.batch_size)
+    for i in range(0, len(x), cfg.batch_size):
+        sl = slice(i, i + cfg.batch_size)
         cam = compute_cam(models.classifier, x[sl], s.target_layer, method=s.cam, out_size=(s.size, s.size), score=s.cam_score,
                           options=s.cam_options)  # fmt: skip
         e = lung_energy(apply_floor(cam.cams, s.cam_floor), d.lungs[sl], s.tolerance_px, fill=s.fill_lungs)
@@ -75,10 +74,8 @@ def records(bench: Path, data_dir: Path, real: bool) -> dict[str, dict[str, np.n
     out = {}
     for run, _ in MODELS:
         run_dir = bench / "train" / run
-        if real:
-            twin = real_bench.twin_predictions(load_run(run_dir, torch.device("cpu")), test)
-        else:
-            twin = phantom_bench.twin_predictions(run_dir, test)
+        models = load_run(run_dir, torch.device("cpu"))
+        twin = real_bench.twin_predictions(models, test) if real else phantom_bench.twin_predictions(run_dir, test)
         rows = {r["path"]: r for r in csv.DictReader(open(bench / "audit" / run / "audit.csv", newline=""))}
         rs = [rows[s.key] for s in test]
         out[run] = {
@@ -90,7 +87,7 @@ def records(bench: Path, data_dir: Path, real: bool) -> dict[str, dict[str, np.n
             "marker_flip": np.array([r["marker_flip"] == "true" for r in rs]),
             "reasons": np.array([r["reasons"] or "-" for r in rs]),
             "prob": np.array([float(r["prob_pred"]) for r in rs]),
-            "spill": spill(run_dir, test),
+            "spill": spill(models, run_config(run_dir, []).audit, test),
         }
     return out
 

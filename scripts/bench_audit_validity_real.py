@@ -33,6 +33,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from rich.console import Console
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # this checkout's package, not another install
@@ -360,7 +361,7 @@ def record(args: argparse.Namespace, results: dict[str, dict], info: dict[str, A
     write_benchmark_section(ROOT / "BENCHMARKS.md", args.section or "Audit validity on real anatomy (planted shortcuts)", "\n".join(lines))
 
 
-def score_methods(args: argparse.Namespace, ds: Any, data_dir: Path, info: dict[str, Any]) -> None:
+def score_methods(args: argparse.Namespace, ds: Any, data_dir: Path, test: list[Sample], info: dict[str, Any]) -> None:
     """The explanation-method leaderboard (issue 13) on the planted real films: the same trained runs, test
     twins and validation-calibrated thresholds as ``bench_audit_validity.py --methods``."""
     wanted = args.models.split(",")
@@ -370,7 +371,6 @@ def score_methods(args: argparse.Namespace, ds: Any, data_dir: Path, info: dict[
             continue
         run_dir, _ = trained(cfg, args)
         models = load_run(run_dir, torch.device(args.device))
-        test = ds.split("test")
         print(f"leaderboard on {run_dir}", file=sys.stderr)
         results[label] = run_leaderboard(args, models, cfg.audit, test, ds.split("val"), twin_predictions(models, test),
                                          say=lambda m: print(m, file=sys.stderr))  # fmt: skip
@@ -382,8 +382,6 @@ def score_methods(args: argparse.Namespace, ds: Any, data_dir: Path, info: dict[
         "Ground truth: a prediction is shortcut-reliant when it changes on the clean twin."
     )
     section = (args.section or "Explanation methods: audit validity on real anatomy") if args.record else None
-    from rich.console import Console
-
     record_leaderboard(results, args.out / "leaderboard.json", ROOT / "BENCHMARKS.md", section, head, say=Console(stderr=True).print)
     print(json.dumps(results, indent=2))
 
@@ -396,7 +394,7 @@ def main() -> None:
     ds = load_dataset(data_dir)
     test = ds.split("test")
     if args.methods:
-        score_methods(args, ds, data_dir, {"data": str(args.data), "n_images": len(ds.samples), "n_test": len(test)})
+        score_methods(args, ds, data_dir, test, {"data": str(args.data), "n_images": len(ds.samples), "n_test": len(test)})
         return
     results = {label: evaluate(cfg, data_dir, test, args) for label, cfg in model_configs(args, data_dir).items()}
     info = {

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def _f(v: float | None) -> str:
     return "—" if v is None else f"{v:.3f}"
 
 
-def benchmarks_section(doc: dict, sanity_json: Path, flags: str = " --benchmarks", packaged: bool = True) -> str:
+def benchmarks_section(doc: dict, command: str, packaged: bool = True) -> str:
     """Every measured method's correlations and verdicts as a markdown table, with the run's provenance."""
     src, st, rl = doc["source"], doc["settings"], doc.get("random_labels") or {}
     lines = [
@@ -53,7 +54,7 @@ def benchmarks_section(doc: dict, sanity_json: Path, flags: str = " --benchmarks
         f"A method fails a test when its maps correlate above {st['threshold']} with the randomised model's. "
         + ("Recorded into `lungaudit/explain/sanity_verdicts.json` (shown by `lungaudit explain --list`, warned by the audit) with "
            if packaged else "This table only (the packaged verdicts come from another run): ")
-        + f"`python scripts/record_sanity_verdicts.py {sanity_json}{flags}`.",
+        + f"`{command}`.",
         "",
         "| method | kind | options | ρ after each cascade stage | ρ all layers random | model test | ρ random labels | SSIM random labels "
         "| data test | verdict | seconds |",
@@ -88,9 +89,8 @@ def main() -> None:
         listed = ", ".join(f"{m}={r['verdict']}" for m, r in methods.items())
         print(f"{args.out}: {len(methods)} verdict(s) ({listed})")
     if args.benchmarks or args.table_only:
-        flags = " --table-only" if args.table_only else " --benchmarks"
-        flags += f' --section "{args.section}"' if args.section != "Explanation methods: sanity checks" else ""
-        write_benchmark_section(ROOT / "BENCHMARKS.md", args.section, benchmarks_section(doc, args.sanity_json, flags, not args.table_only))
+        command = "python " + shlex.join(["scripts/record_sanity_verdicts.py", *sys.argv[1:]])
+        write_benchmark_section(ROOT / "BENCHMARKS.md", args.section, benchmarks_section(doc, command, not args.table_only))
 
 
 if __name__ == "__main__":

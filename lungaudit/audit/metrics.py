@@ -44,6 +44,13 @@ def dilate_masks(masks: torch.Tensor, tolerance_px: int) -> torch.Tensor:
     return F.max_pool2d(rows, kernel_size=(k, 1), stride=1, padding=(tolerance_px, 0))[:, 0]
 
 
+def lung_only(x: torch.Tensor, lungs: torch.Tensor, dilate_px: int, fill_value: float) -> torch.Tensor:
+    """(N, C, H, W) input with everything outside the lungs dilated by ``dilate_px`` set to ``fill_value``:
+    the lung-masked input as the classifier was trained on it (the masking counterfactual's input)."""
+    gate = dilate_masks(lungs, dilate_px)[:, None] > 0
+    return torch.where(gate, x, torch.full_like(x, fill_value))
+
+
 def tolerant_lungs(masks: torch.Tensor, tolerance_px: int, fill: bool = False) -> torch.Tensor:
     """(N, H, W) binary -> (N, H, W) float {0,1}: the region the tolerant E_in counts as lung.
 
@@ -188,4 +195,4 @@ def remove_floor(cams: torch.Tensor) -> torch.Tensor:
     return F.relu(cams - cams.mean(dim=(1, 2), keepdim=True))
 
 
-__all__ = ["REASONS", "Counterfactual", "dilate_masks", "flag", "lung_energy", "masking_counterfactual", "remove_floor"]
+__all__ = ["REASONS", "Counterfactual", "dilate_masks", "flag", "lung_energy", "lung_only", "masking_counterfactual", "remove_floor"]

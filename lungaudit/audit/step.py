@@ -17,7 +17,7 @@ import torch
 
 from lungaudit.audit.counterfactual import box_holes, fill_from_surroundings
 from lungaudit.audit.markers import Box
-from lungaudit.audit.metrics import dilate_masks, flag, lung_energy, masking_counterfactual, remove_floor, tolerant_lungs
+from lungaudit.audit.metrics import dilate_masks, flag, lung_energy, lung_only, masking_counterfactual, remove_floor, tolerant_lungs
 from lungaudit.audit.regions import dominant_region
 from lungaudit.config import AuditConfig
 from lungaudit.device import autocast
@@ -190,8 +190,7 @@ def audit_step(
                       options=s.cam_options)  # fmt: skip
     heat = apply_floor(cam.cams, s.cam_floor)
     probs_full = torch.softmax(cam.logits.float(), 1)
-    gate = dilate_masks(lungs, s.mask_dilate_px)[:, None] > 0
-    probs_masked = _predict(models.classifier, torch.where(gate, x, torch.full_like(x, s.fill_value)))
+    probs_masked = _predict(models.classifier, lung_only(x, lungs, s.mask_dilate_px, s.fill_value))
     energy = lung_energy(heat, lungs, s.tolerance_px, fill=s.fill_lungs)
     cf = masking_counterfactual(probs_full, probs_masked)
     region, _ = dominant_region(heat, lungs, s.border_frac, s.tolerance_px, fill=s.fill_lungs)

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from lungaudit.audit.metrics import dilate_masks
+from lungaudit.audit.metrics import lung_only
 from lungaudit.audit.step import lung_masks, resolve_floor
 from lungaudit.config import TrainConfig
 from lungaudit.data.arrays import resize_image, resize_mask
@@ -150,8 +150,7 @@ def device_batch(ctx: RunContext, d: Decoded, sl: slice) -> tuple[torch.Tensor, 
 
 def gated(ctx: RunContext, x: torch.Tensor, lungs: torch.Tensor) -> torch.Tensor:
     """The lung-masked input exactly as the classifier was trained on it (dilated gate, fill value)."""
-    gate = dilate_masks(lungs, ctx.models.cls_cfg.mask_dilate_px)[:, None] > 0
-    return torch.where(gate, x, torch.full_like(x, ctx.models.cls_cfg.fill_value))
+    return lung_only(x, lungs, ctx.models.cls_cfg.mask_dilate_px, ctx.models.cls_cfg.fill_value)
 
 
 def resolve_methods(methods: str | Sequence[str] | None) -> list[str]:

@@ -102,7 +102,7 @@ class MicroBatcher(Generic[T, R]):
 
     @contextlib.contextmanager
     def incoming(self) -> Iterator[None]:
-        """Mark a request that will submit soon (it is decoding): the worker may wait for it."""
+        """Mark a request that will submit soon (its upload is arriving or decoding): the worker may wait for it."""
         self._incoming += 1
         try:
             yield
@@ -153,22 +153,24 @@ class MicroBatcher(Generic[T, R]):
                 continue
             t0 = loop.time()
             self._running = len(live)
+            results: Sequence[R] = ()
+            error: Exception | None = None
             try:
                 results = await loop.run_in_executor(self._executor, self.handler, [item for item, _ in live])
                 if len(results) != len(live):
                     raise RuntimeError(f"batch handler returned {len(results)} results for {len(live)} items")
             except Exception as e:  # handed to every waiting caller, who turns it into a response
+                error = e
+            finally:
                 self._running = 0
-                self.stats.add(len(live), loop.time() - t0)
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(e)
-                continue
-            self._running = 0
             self.stats.add(len(live), loop.time() - t0)
-            for (_, fut), res in zip(live, results):
-                if not fut.done():
-                    fut.set_result(res)
+            for k, (_, fut) in enumerate(live):
+                if fut.done():
+                    continue
+                if error is not None:
+                    fut.set_exception(error)
+                else:
+                    fut.set_result(results[k])
 
 
 __all__ = ["BatchStats", "MicroBatcher"]
