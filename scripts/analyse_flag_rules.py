@@ -133,7 +133,7 @@ def main() -> None:
     args = ap.parse_args()
     phantom_data = next(args.phantom.glob("data_*"), None)
     if phantom_data is None or not (args.real / "data").is_dir():
-        sys.exit("run both validity benchmarks first (see this script's docstring)")
+        ap.error(f"no benchmark output in {args.phantom} and {args.real}: run both validity benchmarks first (see this script's docstring)")
     benches = {"phantom": records(args.phantom, phantom_data, False), "real": records(args.real, args.real / "data", True)}
     table: list[list[Any]] = []
     for bench, models in benches.items():

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "scripts")]
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 from _bench_common import write_benchmark_section  # noqa: E402
 
 KEYS = ("reliance_rate", "auroc_e_out_tol", "auroc_e_out", "flag_precision", "flag_recall", "flag_rate", "marker_flip_precision",
@@ -59,8 +59,12 @@ def main() -> None:
     ap.add_argument("--real", type=Path, default=ROOT / "runs/bench/validity_real")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
+    from lungaudit.explain.cam import CAM_METHODS
+
+    if args.cam not in CAM_METHODS:
+        ap.error(f"unknown --cam {args.cam!r}; registered: {', '.join(CAM_METHODS.names())}")
     if not (args.phantom / "train").is_dir() or not (args.real / "train").is_dir():
-        sys.exit("run both validity benchmarks first (see this script's docstring)")
+        ap.error(f"no trained models in {args.phantom}/train and {args.real}/train: run both validity benchmarks first (see this script's docstring)")
     ph, re = linked_copy(args.phantom, args.cam), linked_copy(args.real, args.cam)
     common = ["--reuse", "--set", f"audit.cam={args.cam}"]
     run(["scripts/bench_audit_validity.py", "--recipe", "default", "--out", str(ph), "--no-record", *common])
