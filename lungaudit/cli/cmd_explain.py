@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import typer
-from rich.markup import escape
+from rich.text import Text
 
 from lungaudit.cli.app import app
 from lungaudit.cli.common import console, err_console, fail, say, table
@@ -42,7 +42,8 @@ def print_methods() -> None:
 
 def print_problems(problems: Sequence[Any], what: str = "skipped") -> None:
     for p in problems:
-        err_console.print(f"[yellow]{what}:[/] {escape(str(p.path))}: {escape(p.reason)}", highlight=False)
+        # Text, not markup: err_console prints plain text, and a file name may hold brackets.
+        err_console.print(Text.assemble((f"{what}: ", "yellow"), f"{p.path}: {p.reason}"), highlight=False, soft_wrap=True)
 
 
 def run_study(call: Callable[[], T], errors: tuple[type[Exception], ...] = (ValueError,)) -> T:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -45,7 +44,7 @@ def _problems_table(problems: list[Problem]) -> None:
 
 def _summary(result: PlantResult) -> None:
     """Images per class and split, and how often the cue points at the image's own class."""
-    t = Table(title=escape(f"Planted data set in {result.out}"), title_justify="left")
+    t = Table(title=f"Planted data set in {result.out}", title_justify="left")  # the console prints plain text
     t.add_column("class")
     for sp in SPLITS:
         t.add_column(sp, justify="right")

@@ -83,6 +83,16 @@ def test_a_folder_a_target_class_and_the_api(tiny_run, inputs, tmp_path: Path) -
     assert result.json_path.is_file()
 
 
+def test_a_refused_file_is_named_literally(tiny_run, tmp_path: Path) -> None:
+    """The refusal line is plain text: a name with brackets is printed as it is, with no markup leaking."""
+    bad = tmp_path / "[red]$(rm -rf x).png"
+    bad.write_bytes(b"not an image")
+    res = _explain(tiny_run, tmp_path, str(bad))
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert f"refused: {bad}: not an image" in res.output.replace("\n", "")
+    assert "[yellow]" not in res.output and "\\[" not in res.output
+
+
 def test_nothing_explainable_is_exit_2_and_writes_nothing(tiny_run, inputs, tmp_path: Path) -> None:
     res = _explain(tiny_run, tmp_path, str(inputs["broken"]), str(tmp_path / "missing.png"))
     assert res.exit_code == 2 and "Traceback" not in res.output
