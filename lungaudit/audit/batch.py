@@ -15,6 +15,7 @@ import torch
 from lungaudit.audit.loader import valid_boxes
 from lungaudit.audit.step import StepResult, StepSettings, audit_step
 from lungaudit.device import to_device
+from lungaudit.explain.cam import CamResult
 from lungaudit.runs.restore import TrainedModels
 
 TENSOR_KEYS: tuple[str, ...] = ("image", "mask", "boxes")
@@ -29,16 +30,19 @@ def collate_items(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
     return batch
 
 
-def audit_batch(models: TrainedModels, batch: dict[str, torch.Tensor], settings: StepSettings, device: torch.device) -> StepResult:
+def audit_batch(
+    models: TrainedModels, batch: dict[str, torch.Tensor], settings: StepSettings, device: torch.device, cam: CamResult | None = None
+) -> StepResult:
     """Move a collated batch to ``device`` and run :func:`audit_step` on it.
 
     Args:
         batch: ``image`` (N, 1, S, S) float in [0, 1], ``mask`` (N, 1, S, S), ``has_mask`` (N,) bool,
             ``boxes`` (N, MAX_BOXES, 4) padded with -1 rows; all on the CPU.
+        cam: the audited map when the caller has it already (see :func:`audit_step`).
     """
     x = to_device(batch["image"], device)
     return audit_step(
-        models, x, batch["mask"].to(device), batch["has_mask"].to(device), valid_boxes(batch["boxes"]), settings
+        models, x, batch["mask"].to(device), batch["has_mask"].to(device), valid_boxes(batch["boxes"]), settings, cam
     )
 
 

@@ -21,7 +21,7 @@ from lungaudit.audit.metrics import dilate_masks, flag, lung_energy, lung_only, 
 from lungaudit.audit.regions import dominant_region
 from lungaudit.config import AuditConfig
 from lungaudit.device import autocast
-from lungaudit.explain.cam import CAM_METHODS, CAM_SCORES, build_method, compute_cam, method_info
+from lungaudit.explain.cam import CAM_METHODS, CAM_SCORES, CamResult, build_method, compute_cam, method_info
 from lungaudit.runs.restore import TrainedModels
 from lungaudit.segmentation.predict import segment_batch
 
@@ -177,17 +177,21 @@ def _without_markers(model: torch.nn.Module, x: torch.Tensor, lungs: torch.Tenso
 
 
 def audit_step(
-    models: TrainedModels, x: torch.Tensor, masks: torch.Tensor, has_mask: torch.Tensor, boxes: list[list[Box]], s: StepSettings
-) -> StepResult:
+    models: TrainedModels, x: torch.Tensor, masks: torch.Tensor, has_mask: torch.Tensor, boxes: list[list[Box]], s: StepSettings,
+    cam: CamResult | None = None,
+) -> StepResult:  # fmt: skip
     """Audit one batch.
 
     Args:
         x: (N, 1, S, S) float in [0, 1] on the device; masks: (N, 1, S, S) {0,1}; has_mask: (N,) bool
             on the device; boxes: per image, probable marker boxes at S x S (from the loader).
+        cam: the audited method's result on ``x`` (predicted classes, ``s.cam_score``, S x S) when the
+            caller already has it -- see :func:`shared_cam`; computed here otherwise.
     """
     lungs = lung_masks(models, x, masks, has_mask, s.seg_size)
-    cam = compute_cam(models.classifier, x, s.target_layer, method=s.cam, out_size=(s.size, s.size), score=s.cam_score,
-                      options=s.cam_options)  # fmt: skip
+    if cam is None:
+        cam = compute_cam(models.classifier, x, s.target_layer, method=s.cam, out_size=(s.size, s.size), score=s.cam_score,
+                          options=s.cam_options)  # fmt: skip
     heat = apply_floor(cam.cams, s.cam_floor)
     probs_full = torch.softmax(cam.logits.float(), 1)
     probs_masked = _predict(models.classifier, lung_only(x, lungs, s.mask_dilate_px, s.fill_value))
@@ -208,6 +212,17 @@ def audit_step(
     )  # fmt: skip
 
 
+def shared_cam(s: StepSettings, methods: Sequence[str]) -> str | None:
+    """The first of ``methods`` whose pass also yields the audited map (``MethodInfo.yields``), if any.
+
+    Running it instead of the audited method gives both maps for one pass (guided Grad-CAM yields
+    Grad-CAM); only with the audited method's default options, which are the ones it yields.
+    """
+    if s.cam_options:
+        return None
+    return next((m for m in methods if m != s.cam and s.cam in method_info(m).yields), None)
+
+
 def outside_unit_maps(r: StepResult, tolerance_px: int, fill: bool = False) -> torch.Tensor:
     """(N, S, S) out-of-lung heatmaps scaled to unit total energy, for the per-class mean heatmaps.
 
@@ -217,4 +232,4 @@ def outside_unit_maps(r: StepResult, tolerance_px: int, fill: bool = False) -> t
     return outside / r.heat.sum((1, 2), keepdim=True).clamp_min(1e-12)
 
 
-__all__ = ["CAM_FLOORS", "KIND_FLOORS", "StepResult", "apply_floor", "resolve_floor", "StepSettings", "audit_step", "lung_masks", "outside_unit_maps", "resolve_flag_on_flip"]
+__all__ = ["CAM_FLOORS", "KIND_FLOORS", "StepResult", "apply_floor", "resolve_floor", "StepSettings", "audit_step", "lung_masks", "outside_unit_maps", "resolve_flag_on_flip", "shared_cam"]

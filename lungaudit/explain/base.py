@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterator, Literal, Mapping, Sequence
 
 import torch
@@ -71,6 +71,7 @@ class MethodInfo:
     nonneg: NonNeg
     sanity: str | None = None
     sanity_note: str | None = None
+    yields: tuple[str, ...] = ()  # other methods whose maps this one's pass produces too (CamResult.also)
 
 
 @dataclass(frozen=True)
@@ -79,12 +80,15 @@ class CamResult:
 
     ``logits`` (N, C) as returned by the model on the unmodified input; ``cams`` (N, H, W) float32,
     non-negative, NOT normalised (see :func:`normalize_per_image`); ``targets`` (N,) int64, the
-    explained class per sample. All on the input's device.
+    explained class per sample. All on the input's device. ``also`` holds the maps of the methods in
+    ``info.yields``, each exactly what ``compute_cam`` with that method (default options, same targets
+    and score) returns: the serve path draws guided Grad-CAM and audits Grad-CAM from one pass.
     """
 
     logits: torch.Tensor
     cams: torch.Tensor
     targets: torch.Tensor
+    also: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,7 @@ class Attribution:
     logits: torch.Tensor
     targets: torch.Tensor
     maps: torch.Tensor
+    also: Mapping[str, torch.Tensor] = field(default_factory=dict)  # raw maps of the methods in info.yields
 
 
 @contextlib.contextmanager
@@ -253,7 +258,9 @@ class ExplainMethod:
         # float32 whatever autocast produced, and with the caller's autocast off for the reduction.
         with torch.autocast(device_type=x.device.type, enabled=False):
             cams = resize_maps(reduce_to_map(att.maps.detach(), self.info.nonneg), out_size)  # type: ignore[arg-type]
-        return CamResult(logits=att.logits.detach(), cams=cams, targets=att.targets)
+            also = {name: resize_maps(reduce_to_map(m.detach(), CAM_METHODS.get(name).info.nonneg), out_size)  # type: ignore[arg-type]
+                    for name, m in att.also.items()}  # fmt: skip
+        return CamResult(logits=att.logits.detach(), cams=cams, targets=att.targets, also=also)
 
     def _query(
         self,

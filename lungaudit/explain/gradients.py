@@ -291,6 +291,7 @@ class GuidedBackprop(ExplainMethod):
         paper="Selvaraju et al. 2017, Grad-CAM (guided Grad-CAM)",
         reference="Captum GuidedGradCam (interpolate_mode='bilinear')",
         nonneg="abs",
+        yields=("gradcam",),
     ),
 )
 class GuidedGradCAM(ExplainMethod):
@@ -299,7 +300,8 @@ class GuidedGradCAM(ExplainMethod):
     One forward serves both: it records the whole graph with guided ReLUs and keeps the target
     layer's output, and one ``autograd.grad`` returns the guided input gradient and the layer
     gradient. That layer gradient is Grad-CAM's only when no ReLU runs after the layer (a ResNet's
-    suffix is pool + linear); otherwise Grad-CAM is recomputed on the fast path (+1 forward).
+    suffix is pool + linear); otherwise Grad-CAM is recomputed on the fast path (+1 forward). The
+    Grad-CAM it used comes back as ``also["gradcam"]``, so a caller needing both pays for one pass.
     """
 
     def attribute(self, q: Query) -> Attribution:
@@ -323,12 +325,12 @@ class GuidedGradCAM(ExplainMethod):
                 marker.remove()
         with torch.autocast(device_type=q.x.device.type, enabled=False):
             if len(after) > 1:  # a guided ReLU ran after the layer: its gradient is not Grad-CAM's
-                cam = GradCAM().attribute(_with_targets(q, targets)).maps
+                gradcam = GradCAM().attribute(_with_targets(q, targets)).maps
             else:
                 a = captured[0].detach().float()
-                cam = torch.einsum("nk,nkhw->nhw", layer_grad.float().mean(dim=(2, 3)), a)
-            cam = F.interpolate(F.relu(cam)[:, None], size=q.x.shape[-2:], mode="bilinear", align_corners=False)
-        return Attribution(logits.detach(), targets, guided.float() * cam)
+                gradcam = torch.einsum("nk,nkhw->nhw", GradCAM().channel_weights(a, layer_grad.float()), a)
+            cam = F.interpolate(F.relu(gradcam)[:, None], size=q.x.shape[-2:], mode="bilinear", align_corners=False)
+        return Attribution(logits.detach(), targets, guided.float() * cam, also={"gradcam": gradcam})
 
 
 def _with_targets(q: Query, targets: torch.Tensor) -> Query:

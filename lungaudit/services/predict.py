@@ -23,12 +23,12 @@ from lungaudit.audit.loader import DecodeSpec, audit_loader, prepare_decoded
 from lungaudit.audit.overlay import overlay_lines, render_overlay
 from lungaudit.audit.rows import step_rows
 from lungaudit.audit.schema import AuditRow, csv_columns
-from lungaudit.audit.step import StepResult, StepSettings
+from lungaudit.audit.step import StepResult, StepSettings, shared_cam
 from lungaudit.config import TrainConfig, to_dict
 from lungaudit.data.imageio import IMAGE_EXTENSIONS, read_image
 from lungaudit.data.records import Problem, Sample
 from lungaudit.device import resolve_device, to_device
-from lungaudit.explain.cam import CAM_METHODS, compute_cam
+from lungaudit.explain.cam import CAM_METHODS, CamResult, compute_cam
 from lungaudit.runs.restore import TrainedModels, load_run
 from lungaudit.runs.runinfo import apply_run_splits, run_splits, trained_on
 from lungaudit.utils import atomic_write_png, safe_filename, sha256_file
@@ -123,8 +123,10 @@ class Predictor:
         """Audit prepared items in one batch; with ``maps`` also each image's pictures."""
         batch = collate_items(items)
         with self._lock:
-            r = audit_batch(self.models, batch, self.settings, self.device)
-            extra = self._method_maps(batch, r) if maps else {}
+            shared = self._shared_pass(batch) if maps else {}
+            audited = shared.pop(self.settings.cam, None)
+            r = audit_batch(self.models, batch, self.settings, self.device, cam=audited)
+            extra = {**shared, **self._method_maps(batch, r, skip=set(shared))} if maps else {}
         flags = [trained_on(s, self.splits) for s in samples]
         rows = step_rows(r, samples, keys, self.class_names, flags)
         out = [(Prediction(row, energy_verdict(row, self.settings.out_threshold)), None) for row in rows]
@@ -135,12 +137,33 @@ class Predictor:
             (p, Maps(image[j], lungs[j], heat[j], {m: v[j] for m, v in extra.items()})) for j, (p, _) in enumerate(out)
         ]
 
-    def _method_maps(self, batch: dict[str, torch.Tensor], r: StepResult) -> dict[str, np.ndarray]:
-        """(N, S, S) maps of each display method, explaining the predicted class; a failing method is skipped."""
+    def _shared_pass(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The display method whose pass also yields the audited map, run once for both (see :func:`shared_cam`).
+
+        Returns ``{display method: (N, S, S) numpy map, audited method: CamResult}``; ``{}`` when no
+        display method yields the audited map, or when it fails (the audit then computes its own).
+        One classifier forward per upload less than running the two methods apart.
+        """
+        s = self.settings
+        name = shared_cam(s, self.methods)
+        if name is None:
+            return {}
+        try:
+            res = compute_cam(self.models.classifier, to_device(batch["image"], self.device), s.target_layer, method=name,
+                              out_size=(s.size, s.size), score=s.cam_score)  # fmt: skip
+        except Exception as e:  # a display extra must never cost the prediction itself
+            log.warning("explanation method %s failed: %s: %s", name, type(e).__name__, e)
+            return {}
+        return {name: res.cams.detach().float().cpu().numpy(), s.cam: CamResult(res.logits, res.also[s.cam], res.targets)}
+
+    def _method_maps(self, batch: dict[str, torch.Tensor], r: StepResult, skip: set[str]) -> dict[str, np.ndarray]:
+        """(N, S, S) maps of each display method not in ``skip``, explaining the predicted class; a failing method is skipped."""
         out: dict[str, np.ndarray] = {}
         x = to_device(batch["image"], self.device)
         s = self.settings
         for name in self.methods:
+            if name in skip:
+                continue
             if name == s.cam:  # the audit already computed it: show exactly the map E_in was measured on
                 out[name] = r.heat.cpu().numpy()
                 continue

@@ -62,6 +62,27 @@ def test_maps_contract_with_per_sample_targets(method: str, images: torch.Tensor
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_yielded_maps_are_exactly_those_methods_own(method: str, images: torch.Tensor) -> None:
+    """``also`` holds exactly ``info.yields``, each equal to a call of that method (serve audits with it)."""
+    model = make_tiny()
+    res = compute_cam(model, images, LAYER, targets=TARGETS, method=method, out_size=(40, 56), score="logprob",
+                      options=FAST.get(method))  # fmt: skip
+    assert set(res.also) == set(method_info(method).yields) and set(res.also) <= set(METHODS)
+    for name, cams in res.also.items():
+        alone = compute_cam(model, images, LAYER, targets=TARGETS, method=name, out_size=(40, 56), score="logprob")
+        torch.testing.assert_close(cams, alone.cams, rtol=1e-6, atol=1e-9)
+
+
+def test_guided_gradcam_yields_gradcam_also_when_relus_follow_the_layer(images: torch.Tensor) -> None:
+    """After layer1 more ReLUs run, so the guided pass's layer gradient is not Grad-CAM's: the map it
+    yields must still be the plain Grad-CAM (recomputed), not the guided one."""
+    model = make_tiny()
+    res = compute_cam(model, images, "layer1", targets=TARGETS, method="guided_gradcam")
+    alone = compute_cam(model, images, "layer1", targets=TARGETS, method="gradcam")
+    torch.testing.assert_close(res.also["gradcam"], alone.cams, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_batch_equals_one_at_a_time_and_targets_matter(method: str, images: torch.Tensor) -> None:
     model = make_tiny()
     opts = FAST.get(method)

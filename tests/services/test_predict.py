@@ -133,3 +133,26 @@ def test_service_functions_are_public_and_documented(name):
 
     fn = getattr(la, name)
     assert name in la.__all__ and inspect.isfunction(fn) and (fn.__doc__ or "").strip()
+
+
+def test_pictures_cost_no_extra_forward_and_change_no_number(predictor, test_images):
+    """With pictures, guided Grad-CAM's pass also yields the audited Grad-CAM: the rows are the same
+    as without pictures, and the classifier runs no more forwards than the audit alone."""
+    from lungaudit.data.records import Sample
+
+    chosen = test_images[:3]
+    items, samples, keys = [predictor.decode(p) for p in chosen], [Sample(p) for p in chosen], [p.name for p in chosen]
+    forwards: list[int] = []
+    hook = predictor.models.classifier.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        plain = predictor.run(items, samples, keys, maps=False)
+        alone = len(forwards)
+        drawn = predictor.run(items, samples, keys, maps=True)
+    finally:
+        hook.remove()
+    assert predictor.methods == ("gradcam", "guided_gradcam")
+    assert len(forwards) - alone == alone, "the pictures added a classifier forward"
+    for (a, _), (b, maps) in zip(plain, drawn):
+        assert a == b
+        guided = maps.methods["guided_gradcam"]
+        assert guided.shape == maps.heat.shape and (guided >= 0).all() and guided.max() > 0
