@@ -119,14 +119,22 @@ class Predictor:
         """Decode one file (pixel cap from the run's config) into an item for :meth:`run`; raises ImageReadError."""
         return prepare_decoded(read_image(path, max_pixels=self.spec.max_pixels), None, self.spec)
 
-    def run(self, items: Sequence[dict[str, Any]], samples: Sequence[Sample], keys: Sequence[str], maps: bool = False) -> list[tuple[Prediction, Maps | None]]:
-        """Audit prepared items in one batch; with ``maps`` also each image's pictures."""
+    def run(
+        self, items: Sequence[dict[str, Any]], samples: Sequence[Sample], keys: Sequence[str], maps: bool = False,
+        methods: Sequence[str] | None = None,
+    ) -> list[tuple[Prediction, Maps | None]]:  # fmt: skip
+        """Audit prepared items in one batch; with ``maps`` also each image's pictures.
+
+        ``methods``: the explanation maps drawn beside the audited heatmap (``Maps.methods``); None
+        for the predictor's display methods, ``()`` for the audited heatmap alone.
+        """
         batch = collate_items(items)
+        shown = (self.methods if methods is None else tuple(methods)) if maps else ()
         with self._lock:
-            shared = self._shared_pass(batch) if maps else {}
+            shared = self._shared_pass(batch, shown)
             audited = shared.pop(self.settings.cam, None)
             r = audit_batch(self.models, batch, self.settings, self.device, cam=audited)
-            extra = {**shared, **self._method_maps(batch, r, skip=set(shared))} if maps else {}
+            extra = {**shared, **self._method_maps(batch, r, shown, skip=set(shared))}
         flags = [trained_on(s, self.splits) for s in samples]
         rows = step_rows(r, samples, keys, self.class_names, flags)
         out = [(Prediction(row, energy_verdict(row, self.settings.out_threshold)), None) for row in rows]
@@ -137,7 +145,7 @@ class Predictor:
             (p, Maps(image[j], lungs[j], heat[j], {m: v[j] for m, v in extra.items()})) for j, (p, _) in enumerate(out)
         ]
 
-    def _shared_pass(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def _shared_pass(self, batch: dict[str, torch.Tensor], shown: Sequence[str]) -> dict[str, Any]:
         """The display method whose pass also yields the audited map, run once for both (see :func:`shared_cam`).
 
         Returns ``{display method: (N, S, S) numpy map, audited method: CamResult}``; ``{}`` when no
@@ -145,7 +153,7 @@ class Predictor:
         One classifier forward per upload less than running the two methods apart.
         """
         s = self.settings
-        name = shared_cam(s, self.methods)
+        name = shared_cam(s, shown)
         if name is None:
             return {}
         try:
@@ -156,12 +164,12 @@ class Predictor:
             return {}
         return {name: res.cams.detach().float().cpu().numpy(), s.cam: CamResult(res.logits, res.also[s.cam], res.targets)}
 
-    def _method_maps(self, batch: dict[str, torch.Tensor], r: StepResult, skip: set[str]) -> dict[str, np.ndarray]:
-        """(N, S, S) maps of each display method not in ``skip``, explaining the predicted class; a failing method is skipped."""
+    def _method_maps(self, batch: dict[str, torch.Tensor], r: StepResult, shown: Sequence[str], skip: set[str]) -> dict[str, np.ndarray]:
+        """(N, S, S) maps of each method in ``shown`` but not ``skip``, explaining the predicted class; a failing method is skipped."""
         out: dict[str, np.ndarray] = {}
         x = to_device(batch["image"], self.device)
         s = self.settings
-        for name in self.methods:
+        for name in shown:
             if name in skip:
                 continue
             if name == s.cam:  # the audit already computed it: show exactly the map E_in was measured on
@@ -263,7 +271,8 @@ def predict_files(
         if ok:
             items = [{k: batch[k][j] for k in (*TENSOR_KEYS, "has_mask")} for j in ok]
             chosen = [samples[index[j]] for j in ok]
-            done_batch = predictor.run(items, chosen, [str(s.path) for s in chosen], maps=overlays is not None)
+            # the overlay draws the audited heatmap only: no display method is computed for it
+            done_batch = predictor.run(items, chosen, [str(s.path) for s in chosen], maps=overlays is not None, methods=())
             preds += [_with_overlay(p, m, Path(overlays), len(preds) + k) if overlays else p for k, (p, m) in enumerate(done_batch)]
         done += len(index)
         if progress is not None:

@@ -148,10 +148,13 @@ def test_pictures_cost_no_extra_forward_and_change_no_number(predictor, test_ima
         plain = predictor.run(items, samples, keys, maps=False)
         alone = len(forwards)
         drawn = predictor.run(items, samples, keys, maps=True)
+        with_display = len(forwards) - alone
+        heat_only = predictor.run(items, samples, keys, maps=True, methods=())  # what predict --overlays draws
     finally:
         hook.remove()
     assert predictor.methods == ("gradcam", "guided_gradcam")
-    assert len(forwards) - alone == alone, "the pictures added a classifier forward"
+    assert with_display == alone, "the pictures added a classifier forward"
+    assert all(m.methods == {} for _, m in heat_only) and [p for p, _ in heat_only] == [p for p, _ in plain]
     for (a, _), (b, maps) in zip(plain, drawn):
         assert a == b
         guided = maps.methods["guided_gradcam"]
