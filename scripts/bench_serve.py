@@ -10,7 +10,9 @@ port) and drives it over HTTP with httpx from this process:
   * throughput: 1, 8 and 32 concurrent clients uploading for a fixed time each, requests/s and the
     mean number of uploads that shared a device pass (from ``GET /health``);
   * the control: the same load against a server with ``--max-batch 1``, so the gain is shown to come
-    from batching and not from concurrency alone.
+    from batching and not from concurrency alone;
+  * the device pass alone (in this process, no HTTP, no pictures) at batch sizes 1-16, ms per
+    upload: what batching saves where the work is, which the gain over 1 client follows.
 Images default to the run's own test split (the classifier's input side is the run's, 128 px by
 default). ``--record`` writes the table into BENCHMARKS.md.
 """
@@ -144,6 +146,38 @@ def measure(run: Path, images: list[bytes], args: argparse.Namespace, max_batch:
     return out
 
 
+def pass_scaling(run: Path, images: list[bytes], device: str, sizes: tuple[int, ...] = (1, 2, 4, 8, 16), rounds: int = 5) -> list[dict]:
+    """The serve handler's device pass alone (``Predictor.run`` with pictures' maps), ms per upload per batch size.
+
+    Sizes interleave within each round (drift hits each alike); each round runs 16 uploads per size.
+    """
+    import tempfile
+
+    from lungaudit.data.records import Sample
+    from lungaudit.runs.data import run_config
+    from lungaudit.services.predict import Predictor
+
+    predictor = Predictor.load(run, run_config(run), device=device)
+    with tempfile.TemporaryDirectory() as tmp:
+        items = []
+        for k, data in enumerate(images):
+            path = Path(tmp) / f"upload-{k}"
+            path.write_bytes(data)
+            items.append(predictor.decode(path))
+    per = max(sizes)
+    times: dict[int, list[float]] = {n: [] for n in sizes}
+    for r in range(rounds + 1):  # round 0 warms up each batch shape
+        for n in sizes:
+            t0 = time.perf_counter()
+            for start in range(0, per, n):
+                chosen = [items[(r * per + start + j) % len(items)] for j in range(n)]
+                predictor.run(chosen, [Sample(Path("upload"))] * n, ["upload"] * n, maps=True)
+            if r:
+                times[n].append((time.perf_counter() - t0) * 1000 / per)
+    one = statistics.median(times[sizes[0]])
+    return [{"batch": n, "ms": statistics.median(times[n]), "gain": one / statistics.median(times[n])} for n in sizes]
+
+
 def median_row(rows: list[dict], gains: list[float]) -> dict:
     """One load point over the rounds: medians, and the gain over 1 client taken within each round."""
     med = {k: statistics.median(r[k] for r in rows) for k in ("rps", "mean_batch", "device_ms_per_image")}
@@ -159,6 +193,12 @@ def table(batched: dict, control: dict | None) -> str:
                 f"{row['mean_batch']:.1f} | {row['device_ms_per_image']:.0f} |")  # fmt: skip
         lines.append(line + (f" {control['load'][k]['rps']:.1f} | {control['load'][k]['gain']:.2f} |" if control else ""))
     return "\n".join(lines)
+
+
+def scaling_table(rows: list[dict]) -> str:
+    head = "| uploads per pass | " + " | ".join(str(r["batch"]) for r in rows) + " |"
+    return "\n".join([head, "|---|" + "---:|" * len(rows), "| ms per upload | " + " | ".join(f"{r['ms']:.0f}" for r in rows) + " |",
+                      "| × batch 1 | " + " | ".join(f"{r['gain']:.2f}" for r in rows) + " |"])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()[0]
     batched = measure(args.run, images, args, args.max_batch, with_latency=True)
     control = measure(args.run, images, args, 1, with_latency=False) if args.control else None
+    scaling = pass_scaling(args.run, images, args.device)
     lat = batched["latency"]
     import torch
 
@@ -200,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         f"p50 **{lat['p50']:.0f} ms**, p95 **{lat['p95']:.0f} ms** (server-side medians: decode {lat['decode']:.0f} ms, "
         f"audit {lat['audit']:.0f} ms, pictures {lat['pictures']:.0f} ms).\n\n**Throughput** with concurrent clients:\n\n"
         + table(batched, control)
+        + "\n\n**The device pass alone** (the server's handler in this process: lung mask, classifier, "
+        "audited CAM, counterfactuals, display maps; no HTTP, no pictures), median of 5 interleaved rounds. "
+        "The gain over 1 client follows the pass's own gain at the batch the clients fill:\n\n"
+        + scaling_table(scaling)
     )
     print(body)
     if args.record:
