@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import os
 import platform
+import shlex
 import socket
 import statistics
 import subprocess
@@ -83,11 +84,11 @@ def pick_images(run: Path, given: list[Path], n: int) -> list[bytes]:
 
         info = read_run_info(run)
         if info is None:
-            raise SystemExit("the run does not record its data set; pass --images")
+            raise ValueError(f"{run} does not record its data set; pass --images")
         given = sorted(Path(p) for p, split in read_splits(run, info.data_root).items() if split == "test")
     paths, _ = collect_images(given)
     if not paths:
-        raise SystemExit("no images to upload")
+        raise ValueError(f"no images to upload in {', '.join(map(str, given)) or 'the run'}")
     return [p.read_bytes() for p in paths[:n]]
 
 
@@ -217,7 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--record", action="store_true", help="write the result into BENCHMARKS.md")
     args = ap.parse_args(argv)
 
-    images = pick_images(args.run, args.images, 64)
+    if args.n < 2 or args.rounds < 1 or args.seconds <= 0 or min(args.clients) < 1 or args.max_batch < 1 or args.max_wait_ms < 0:
+        ap.error("--n must be at least 2, --rounds, --clients and --max-batch at least 1, --seconds positive, --max-wait-ms non-negative")
+    if not (args.run / "config.yaml").is_file():
+        ap.error(f"--run {args.run}: not a training run (no config.yaml)")
+    try:
+        images = pick_images(args.run, args.images, 64)
+    except ValueError as e:
+        ap.error(str(e))
     load_start = os.getloadavg()[0]
     batched = measure(args.run, images, args, args.max_batch, with_latency=True)
     control = measure(args.run, images, args, 1, with_latency=False) if args.control else None
@@ -228,13 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     from lungaudit.config import load_config
 
     size = load_config(args.run / "config.yaml").cls.image_size
+    command = shlex.join(["python", "scripts/bench_serve.py", *(a for a in (sys.argv[1:] if argv is None else argv) if a != "--record")])
     head = (
         f"Measured by `scripts/bench_serve.py` on {time.strftime('%Y-%m-%d')}: {platform.machine()} CPU, {os.cpu_count()} cores "
         f"shared with other work (1-min load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end), "
         f"torch {torch.__version__}, device `{args.device}`; classifier input {size} px; {len(images)} images cycled; "
         f"pictures {'on (as the page asks)' if args.overlays else 'off'}; `--max-batch {args.max_batch} --max-wait-ms {args.max_wait_ms:g}`; "
-        f"{args.seconds:g} s per load point, {args.rounds} interleaved rounds (medians; the gain over 1 client is taken within each round). Command: `python scripts/bench_serve.py --run {args.run}"
-        + (" --no-overlays" if not args.overlays else "") + "`."
+        f"{args.seconds:g} s per load point, {args.rounds} interleaved rounds (medians; the gain over 1 client is taken within each round). Command: `{command}`."
     )
     body = (
         f"{head}\n\n**Single-image latency** of `POST /predict` (one client, {lat['n']} sequential uploads): "
