@@ -196,6 +196,11 @@ def table(batched: dict, control: dict | None) -> str:
     return "\n".join(lines)
 
 
+def command_line(argv: list[str]) -> str:
+    """The command as recorded: this script with the arguments given, less ``--record``."""
+    return shlex.join(["python", "scripts/bench_serve.py", *(a for a in argv if a != "--record")])
+
+
 def scaling_table(rows: list[dict]) -> str:
     head = "| uploads per pass | " + " | ".join(str(r["batch"]) for r in rows) + " |"
     return "\n".join([head, "|---|" + "---:|" * len(rows), "| ms per upload | " + " | ".join(f"{r['ms']:.0f}" for r in rows) + " |",
@@ -236,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     from lungaudit.config import load_config
 
     size = load_config(args.run / "config.yaml").cls.image_size
-    command = shlex.join(["python", "scripts/bench_serve.py", *(a for a in (sys.argv[1:] if argv is None else argv) if a != "--record")])
+    command = command_line(sys.argv[1:] if argv is None else argv)
     head = (
         f"Measured by `scripts/bench_serve.py` on {time.strftime('%Y-%m-%d')}: {platform.machine()} CPU, {os.cpu_count()} cores "
         f"shared with other work (1-min load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end), "
