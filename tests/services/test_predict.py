@@ -159,3 +159,25 @@ def test_pictures_cost_no_extra_forward_and_change_no_number(predictor, test_ima
         assert a == b
         guided = maps.methods["guided_gradcam"]
         assert guided.shape == maps.heat.shape and (guided >= 0).all() and guided.max() > 0
+
+
+def test_a_failing_display_method_costs_neither_the_prediction_nor_the_heatmap(predictor, test_images, monkeypatch, caplog):
+    """If the shared guided pass fails, the audit computes its own Grad-CAM: same rows, no guided picture."""
+    from lungaudit.data.records import Sample
+    from lungaudit.services import predict as module
+
+    chosen = test_images[:2]
+    items, samples, keys = [predictor.decode(p) for p in chosen], [Sample(p) for p in chosen], [p.name for p in chosen]
+    plain = predictor.run(items, samples, keys, maps=False)
+    real = module.compute_cam
+
+    def guided_breaks(*args, **kwargs):
+        if kwargs.get("method") == "guided_gradcam":
+            raise RuntimeError("out of memory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "compute_cam", guided_breaks)
+    drawn = predictor.run(items, samples, keys, maps=True)
+    assert [p for p, _ in drawn] == [p for p, _ in plain]
+    assert all(set(m.methods) == {"gradcam"} and m.heat.max() > 0 for _, m in drawn)
+    assert "guided_gradcam failed: RuntimeError: out of memory" in caplog.text
