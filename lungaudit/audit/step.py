@@ -186,7 +186,7 @@ def audit_step(
         x: (N, 1, S, S) float in [0, 1] on the device; masks: (N, 1, S, S) {0,1}; has_mask: (N,) bool
             on the device; boxes: per image, probable marker boxes at S x S (from the loader).
         cam: the audited method's result on ``x`` (predicted classes, ``s.cam_score``, S x S) when the
-            caller already has it -- see :func:`shared_cam`; computed here otherwise.
+            caller already has it (see :meth:`lungaudit.services.predict.Predictor.run`); computed here otherwise.
     """
     lungs = lung_masks(models, x, masks, has_mask, s.seg_size)
     if cam is None:
@@ -212,17 +212,6 @@ def audit_step(
     )  # fmt: skip
 
 
-def shared_cam(s: StepSettings, methods: Sequence[str]) -> str | None:
-    """The first of ``methods`` whose pass also yields the audited map (``MethodInfo.yields``), if any.
-
-    Running it instead of the audited method gives both maps for one pass (guided Grad-CAM yields
-    Grad-CAM); only with the audited method's default options, which are the ones it yields.
-    """
-    if s.cam_options:
-        return None
-    return next((m for m in methods if m != s.cam and s.cam in method_info(m).yields), None)
-
-
 def outside_unit_maps(r: StepResult, tolerance_px: int, fill: bool = False) -> torch.Tensor:
     """(N, S, S) out-of-lung heatmaps scaled to unit total energy, for the per-class mean heatmaps.
 
@@ -232,4 +221,4 @@ def outside_unit_maps(r: StepResult, tolerance_px: int, fill: bool = False) -> t
     return outside / r.heat.sum((1, 2), keepdim=True).clamp_min(1e-12)
 
 
-__all__ = ["CAM_FLOORS", "KIND_FLOORS", "StepResult", "apply_floor", "resolve_floor", "StepSettings", "audit_step", "lung_masks", "outside_unit_maps", "resolve_flag_on_flip", "shared_cam"]
+__all__ = ["CAM_FLOORS", "KIND_FLOORS", "StepResult", "apply_floor", "resolve_floor", "StepSettings", "audit_step", "lung_masks", "outside_unit_maps", "resolve_flag_on_flip"]

@@ -23,12 +23,12 @@ from lungaudit.audit.loader import DecodeSpec, audit_loader, prepare_decoded
 from lungaudit.audit.overlay import overlay_lines, render_overlay
 from lungaudit.audit.rows import step_rows
 from lungaudit.audit.schema import AuditRow, csv_columns
-from lungaudit.audit.step import StepResult, StepSettings, shared_cam
+from lungaudit.audit.step import StepSettings
 from lungaudit.config import TrainConfig, to_dict
 from lungaudit.data.imageio import IMAGE_EXTENSIONS, read_image
 from lungaudit.data.records import Problem, Sample
 from lungaudit.device import resolve_device, to_device
-from lungaudit.explain.cam import CAM_METHODS, CamResult, compute_cam
+from lungaudit.explain.cam import CAM_METHODS, CamResult, compute_cam, method_info
 from lungaudit.runs.restore import TrainedModels, load_run
 from lungaudit.runs.runinfo import apply_run_splits, run_splits, trained_on
 from lungaudit.utils import atomic_write_png, safe_filename, sha256_file
@@ -130,58 +130,43 @@ class Predictor:
         """
         batch = collate_items(items)
         shown = (self.methods if methods is None else tuple(methods)) if maps else ()
+        s = self.settings
         with self._lock:
-            shared = self._shared_pass(batch, shown)
-            audited = shared.pop(self.settings.cam, None)
-            r = audit_batch(self.models, batch, self.settings, self.device, cam=audited)
-            extra = {**shared, **self._method_maps(batch, r, shown, skip=set(shared))}
-        flags = [trained_on(s, self.splits) for s in samples]
+            x = to_device(batch["image"], self.device)
+            # a display method whose pass also yields the audited map runs once, for both
+            both = shared_cam(s, shown)
+            shared = self._display_cam(x, both, None) if both else None
+            audited = CamResult(shared.logits, shared.also[s.cam], shared.targets) if shared else None
+            r = audit_batch(self.models, batch, s, self.device, cam=audited)
+            heat = r.heat.cpu().numpy()
+            extra: dict[str, np.ndarray] = {}
+            for name in shown:
+                if name == s.cam:  # show exactly the map E_in was measured on
+                    extra[name] = heat
+                    continue
+                res = shared if name == both else self._display_cam(x, name, r.pred_full)
+                if res is not None:
+                    extra[name] = res.cams.detach().float().cpu().numpy()
+        flags = [trained_on(sample, self.splits) for sample in samples]
         rows = step_rows(r, samples, keys, self.class_names, flags)
-        out = [(Prediction(row, energy_verdict(row, self.settings.out_threshold)), None) for row in rows]
+        out = [(Prediction(row, energy_verdict(row, s.out_threshold)), None) for row in rows]
         if not maps:
             return out  # type: ignore[return-value]
-        image, lungs, heat = batch["image"][:, 0].numpy(), r.lungs.cpu().numpy(), r.heat.cpu().numpy()
+        image, lungs = batch["image"][:, 0].numpy(), r.lungs.cpu().numpy()
         return [
             (p, Maps(image[j], lungs[j], heat[j], {m: v[j] for m, v in extra.items()})) for j, (p, _) in enumerate(out)
         ]
 
-    def _shared_pass(self, batch: dict[str, torch.Tensor], shown: Sequence[str]) -> dict[str, Any]:
-        """The display method whose pass also yields the audited map, run once for both (see :func:`shared_cam`).
-
-        Returns ``{display method: (N, S, S) numpy map, audited method: CamResult}``; ``{}`` when no
-        display method yields the audited map, or when it fails (the audit then computes its own).
-        One classifier forward per upload less than running the two methods apart.
-        """
+    def _display_cam(self, x: torch.Tensor, name: str, targets: torch.Tensor | None) -> CamResult | None:
+        """One display method's maps at the classifier's side (``targets`` None: the predicted class);
+        None when it fails, logged: a display extra must never cost the prediction itself."""
         s = self.settings
-        name = shared_cam(s, shown)
-        if name is None:
-            return {}
         try:
-            res = compute_cam(self.models.classifier, to_device(batch["image"], self.device), s.target_layer, method=name,
-                              out_size=(s.size, s.size), score=s.cam_score)  # fmt: skip
-        except Exception as e:  # a display extra must never cost the prediction itself
+            return compute_cam(self.models.classifier, x, s.target_layer, targets=targets, method=name,
+                               out_size=(s.size, s.size), score=s.cam_score)  # fmt: skip
+        except Exception as e:
             log.warning("explanation method %s failed: %s: %s", name, type(e).__name__, e)
-            return {}
-        return {name: res.cams.detach().float().cpu().numpy(), s.cam: CamResult(res.logits, res.also[s.cam], res.targets)}
-
-    def _method_maps(self, batch: dict[str, torch.Tensor], r: StepResult, shown: Sequence[str], skip: set[str]) -> dict[str, np.ndarray]:
-        """(N, S, S) maps of each method in ``shown`` but not ``skip``, explaining the predicted class; a failing method is skipped."""
-        out: dict[str, np.ndarray] = {}
-        x = to_device(batch["image"], self.device)
-        s = self.settings
-        for name in shown:
-            if name in skip:
-                continue
-            if name == s.cam:  # the audit already computed it: show exactly the map E_in was measured on
-                out[name] = r.heat.cpu().numpy()
-                continue
-            try:
-                cams = compute_cam(self.models.classifier, x, s.target_layer, targets=r.pred_full, method=name,
-                                   out_size=(s.size, s.size), score=s.cam_score).cams  # fmt: skip
-                out[name] = cams.detach().float().cpu().numpy()
-            except Exception as e:  # a display extra must never cost the prediction itself
-                log.warning("explanation method %s failed: %s: %s", name, type(e).__name__, e)
-        return out
+            return None
 
     def model_info(self) -> dict[str, Any]:
         """What ``GET /model`` and ``contract.json`` say about the run: classes, config, checkpoints."""
@@ -194,6 +179,18 @@ class Predictor:
             "methods": {"audit": self.settings.cam, "display": list(self.methods)},
             "max_megapixels": self.cfg.data.max_megapixels, "device": str(self.device),
         }  # fmt: skip
+
+
+def shared_cam(s: StepSettings, methods: Sequence[str]) -> str | None:
+    """The first of ``methods`` whose pass also yields the audited map (``MethodInfo.yields``), if any.
+
+    Running it instead of the audited method gives both maps for one pass (guided Grad-CAM yields
+    Grad-CAM, saving a classifier forward per upload); only with the audited method's default
+    options, which are the ones it yields.
+    """
+    if s.cam_options:
+        return None
+    return next((m for m in methods if m != s.cam and s.cam in method_info(m).yields), None)
 
 
 def display_methods(methods: Sequence[str] | None) -> tuple[str, ...]:
