@@ -148,15 +148,15 @@ def measure(run: Path, images: list[bytes], args: argparse.Namespace, max_batch:
 
 
 def pass_scaling(run: Path, images: list[bytes], device: str, sizes: tuple[int, ...] = (1, 2, 4, 8, 16), rounds: int = 5) -> list[dict]:
-    """The serve handler's device pass alone (``Predictor.run`` with pictures' maps), ms per upload per batch size.
+    """The server's batch handler alone (``audit_jobs``: the device pass with the pictures' maps), ms per upload per batch size.
 
     Sizes interleave within each round (drift hits each alike); each round runs 16 uploads per size.
     """
     import tempfile
 
-    from lungaudit.data.records import Sample
     from lungaudit.runs.data import run_config
     from lungaudit.services.predict import Predictor
+    from lungaudit.services.serve.app import Job, audit_jobs
 
     predictor = Predictor.load(run, run_config(run), device=device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,8 +171,7 @@ def pass_scaling(run: Path, images: list[bytes], device: str, sizes: tuple[int, 
         for n in sizes:
             t0 = time.perf_counter()
             for start in range(0, per, n):
-                chosen = [items[(r * per + start + j) % len(items)] for j in range(n)]
-                predictor.run(chosen, [Sample(Path("upload"))] * n, ["upload"] * n, maps=True)
+                audit_jobs(predictor, [Job(items[(r * per + start + j) % len(items)], "upload") for j in range(n)])
             if r:
                 times[n].append((time.perf_counter() - t0) * 1000 / per)
     one = statistics.median(times[sizes[0]])
